@@ -1,0 +1,448 @@
+//! Groups a device's points into the fewest read requests the limits allow.
+//!
+//! Per table, points are sorted by address and packed greedily: a point joins the current
+//! request when the unused addresses between them are at most `max_gap` and the request stays
+//! within its limit (125 registers or 2000 bits by protocol, and the device's own
+//! `max_registers_per_request` for registers). A point wider than the device limit gets a
+//! request of exactly its width. Points that overlap (two bits of one register, a register read
+//! both as `u16` and as part of a `u32`) share a request.
+
+use std::fmt;
+
+use alert_rules::PointId;
+
+use super::decode::SpecError;
+use super::{DeviceSettings, PolledPoint, RegisterSpec, Table};
+
+/// Request-size limits of one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanLimits {
+    /// See [`DeviceSettings::max_registers_per_request`]; `0` means the protocol limit.
+    pub max_registers_per_request: u16,
+    pub max_gap: u16,
+}
+
+impl PlanLimits {
+    pub fn from_settings(settings: &DeviceSettings) -> Self {
+        Self {
+            max_registers_per_request: settings.max_registers_per_request,
+            max_gap: settings.max_gap,
+        }
+    }
+
+    /// Most addresses one request of `table` may cover (at least 1).
+    pub fn limit(self, table: Table) -> u16 {
+        let protocol = table.protocol_limit();
+        if table.is_bits() || self.max_registers_per_request == 0 {
+            protocol
+        } else {
+            self.max_registers_per_request.min(protocol)
+        }
+    }
+}
+
+impl Default for PlanLimits {
+    fn default() -> Self {
+        Self {
+            max_registers_per_request: super::MAX_REGISTERS_PER_REQUEST,
+            max_gap: super::DEFAULT_MAX_GAP,
+        }
+    }
+}
+
+/// A point served by a request, and where its value starts in the response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedPoint {
+    pub id: PointId,
+    pub register: RegisterSpec,
+    /// Index of the point's first register (or bit) in the response.
+    pub offset: u16,
+}
+
+/// One read: `count` registers (or bits) of `table` from `start`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadRequest {
+    pub table: Table,
+    pub start: u16,
+    pub count: u16,
+    pub points: Vec<PlannedPoint>,
+}
+
+impl ReadRequest {
+    /// The Modbus function code of the read.
+    pub const fn function_code(&self) -> u8 {
+        match self.table {
+            Table::Coil => 1,
+            Table::DiscreteInput => 2,
+            Table::Holding => 3,
+            Table::Input => 4,
+        }
+    }
+}
+
+/// A point left out of the plan because its spec can never decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedPoint {
+    pub id: PointId,
+    pub error: SpecError,
+}
+
+/// The reads one poll cycle makes, in order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReadPlan {
+    pub requests: Vec<ReadRequest>,
+    pub rejected: Vec<RejectedPoint>,
+}
+
+/// Order in which tables are read in a cycle.
+const TABLES: [Table; 4] = [
+    Table::Holding,
+    Table::Input,
+    Table::Coil,
+    Table::DiscreteInput,
+];
+
+impl ReadPlan {
+    pub fn for_device(settings: &DeviceSettings) -> Self {
+        Self::build(&settings.points, PlanLimits::from_settings(settings))
+    }
+
+    pub fn build(points: &[PolledPoint], limits: PlanLimits) -> Self {
+        let mut plan = ReadPlan::default();
+        for table in TABLES {
+            let mut points: Vec<&PolledPoint> = points
+                .iter()
+                .filter(|p| p.register.table == table)
+                .filter(|p| match p.register.validate() {
+                    Ok(()) => true,
+                    Err(error) => {
+                        plan.rejected.push(RejectedPoint { id: p.id, error });
+                        false
+                    }
+                })
+                .collect();
+            points.sort_by_key(|p| (p.register.address, p.id));
+            plan.pack(table, &points, limits);
+        }
+        plan.rejected.sort_by_key(|r| r.id);
+        plan
+    }
+
+    fn pack(&mut self, table: Table, points: &[&PolledPoint], limits: PlanLimits) {
+        let limit = u32::from(limits.limit(table));
+        let max_gap = u32::from(limits.max_gap);
+        // The request being filled, and the end (exclusive) of the addresses it covers.
+        let mut current: Option<(ReadRequest, u32)> = None;
+        for p in points {
+            let address = u32::from(p.register.address);
+            let end = address + u32::from(p.register.width());
+            if let Some((request, covered_end)) = &mut current {
+                let start = u32::from(request.start);
+                let new_end = end.max(*covered_end);
+                if address <= *covered_end + max_gap && new_end - start <= limit {
+                    request.points.push(PlannedPoint {
+                        id: p.id,
+                        register: p.register.clone(),
+                        offset: (address - start) as u16,
+                    });
+                    *covered_end = new_end;
+                    request.count = (new_end - start) as u16;
+                    continue;
+                }
+            }
+            if let Some((done, _)) = current.take() {
+                self.requests.push(done);
+            }
+            let request = ReadRequest {
+                table,
+                start: p.register.address,
+                count: p.register.width(),
+                points: vec![PlannedPoint {
+                    id: p.id,
+                    register: p.register.clone(),
+                    offset: 0,
+                }],
+            };
+            current = Some((request, end));
+        }
+        if let Some((done, _)) = current {
+            self.requests.push(done);
+        }
+    }
+
+    /// How many points the plan reads (rejected ones excluded).
+    pub fn point_count(&self) -> usize {
+        self.requests.iter().map(|r| r.points.len()).sum()
+    }
+
+    /// The plan as text, one line per request, naming points with `name` (a tag, say).
+    pub fn explain(&self, name: &dyn Fn(PointId) -> String) -> String {
+        use fmt::Write as _;
+        let mut out = String::new();
+        for r in &self.requests {
+            let unit = if r.table.is_bits() {
+                "bits"
+            } else {
+                "registers"
+            };
+            let last = u32::from(r.start) + u32::from(r.count) - 1;
+            let _ = write!(
+                out,
+                "fc{:02} {} {}..={} ({} {unit}):",
+                r.function_code(),
+                r.table,
+                r.start,
+                last,
+                r.count
+            );
+            for (i, p) in r.points.iter().enumerate() {
+                let sep = if i == 0 { " " } else { ", " };
+                let _ = write!(out, "{sep}{} @{}", name(p.id), p.offset);
+            }
+            out.push('\n');
+        }
+        for r in &self.rejected {
+            let _ = writeln!(out, "not read: {}: {}", name(r.id), r.error);
+        }
+        out
+    }
+}
+
+impl fmt::Display for ReadPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.explain(&|id| format!("#{}", id.0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::modbus::{DataType, WordOrder};
+
+    fn point(id: u32, table: Table, address: u16, data_type: DataType) -> PolledPoint {
+        PolledPoint {
+            id: PointId(id),
+            register: RegisterSpec {
+                table,
+                address,
+                data_type,
+                word_order: WordOrder::ABCD,
+                bit: None,
+                scale: 1.0,
+                offset: 0.0,
+            },
+        }
+    }
+
+    fn limits(max_registers_per_request: u16, max_gap: u16) -> PlanLimits {
+        PlanLimits {
+            max_registers_per_request,
+            max_gap,
+        }
+    }
+
+    fn spans(plan: &ReadPlan) -> Vec<(Table, u16, u16)> {
+        plan.requests
+            .iter()
+            .map(|r| (r.table, r.start, r.count))
+            .collect()
+    }
+
+    #[test]
+    fn contiguous_and_small_gaps_merge() {
+        let points = [
+            point(0, Table::Holding, 0, DataType::U16),
+            point(1, Table::Holding, 1, DataType::F32),
+            point(2, Table::Holding, 13, DataType::U16), // gap of 10 after 0..=2
+            point(3, Table::Holding, 25, DataType::U16), // gap of 11
+        ];
+        let plan = ReadPlan::build(&points, PlanLimits::default());
+        assert_eq!(
+            spans(&plan),
+            [(Table::Holding, 0, 14), (Table::Holding, 25, 1)]
+        );
+        let offsets: Vec<u16> = plan.requests[0].points.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [0, 1, 13]);
+    }
+
+    #[test]
+    fn gap_zero_splits_non_contiguous() {
+        let points = [
+            point(0, Table::Holding, 0, DataType::U16),
+            point(1, Table::Holding, 2, DataType::U16),
+        ];
+        let plan = ReadPlan::build(&points, limits(125, 0));
+        assert_eq!(
+            spans(&plan),
+            [(Table::Holding, 0, 1), (Table::Holding, 2, 1)]
+        );
+    }
+
+    #[test]
+    fn tables_never_mix() {
+        let points = [
+            point(0, Table::Holding, 0, DataType::U16),
+            point(1, Table::Input, 1, DataType::U16),
+            point(2, Table::Coil, 0, DataType::Bool),
+            point(3, Table::Coil, 1999, DataType::Bool),
+            point(4, Table::Coil, 2000, DataType::Bool),
+        ];
+        let plan = ReadPlan::build(&points, limits(125, 5000));
+        assert_eq!(
+            spans(&plan),
+            [
+                (Table::Holding, 0, 1),
+                (Table::Input, 1, 1),
+                (Table::Coil, 0, 2000),
+                (Table::Coil, 2000, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn protocol_limit_of_125_registers() {
+        let points: Vec<_> = (0..200)
+            .map(|i| point(i, Table::Input, i as u16, DataType::U16))
+            .collect();
+        let plan = ReadPlan::build(&points, limits(0, 10));
+        assert_eq!(
+            spans(&plan),
+            [(Table::Input, 0, 125), (Table::Input, 125, 75)]
+        );
+    }
+
+    #[test]
+    fn device_limit_of_one_register_still_reads_wide_types_whole() {
+        let points = [
+            point(0, Table::Holding, 0, DataType::U16),
+            point(1, Table::Holding, 1, DataType::F64),
+            point(2, Table::Holding, 5, DataType::U16),
+        ];
+        let plan = ReadPlan::build(&points, limits(1, 10));
+        assert_eq!(
+            spans(&plan),
+            [
+                (Table::Holding, 0, 1),
+                (Table::Holding, 1, 4),
+                (Table::Holding, 5, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn overlapping_points_share_a_request() {
+        let mut bit3 = point(1, Table::Holding, 10, DataType::Bool);
+        bit3.register.bit = Some(3);
+        let points = [
+            point(0, Table::Holding, 10, DataType::U32),
+            bit3,
+            point(2, Table::Holding, 11, DataType::U16),
+        ];
+        let plan = ReadPlan::build(&points, limits(2, 0));
+        assert_eq!(spans(&plan), [(Table::Holding, 10, 2)]);
+        assert_eq!(plan.point_count(), 3);
+    }
+
+    #[test]
+    fn impossible_specs_are_rejected_not_planned() {
+        let points = [
+            point(0, Table::Holding, 65535, DataType::U32),
+            point(1, Table::Coil, 0, DataType::F32),
+        ];
+        let plan = ReadPlan::build(&points, PlanLimits::default());
+        assert!(plan.requests.is_empty());
+        assert_eq!(plan.rejected.len(), 2);
+    }
+
+    #[test]
+    fn display_lists_one_line_per_request() {
+        let points = [
+            point(7, Table::Holding, 100, DataType::F32),
+            point(3, Table::Holding, 102, DataType::U16),
+            point(9, Table::DiscreteInput, 4, DataType::Bool),
+            point(5, Table::Coil, 0, DataType::F32),
+        ];
+        let plan = ReadPlan::build(&points, PlanLimits::default());
+        assert_eq!(
+            plan.to_string(),
+            "fc03 holding 100..=102 (3 registers): #7 @0, #3 @2\n\
+             fc02 discrete_input 4..=4 (1 bits): #9 @0\n\
+             not read: #5: a coil point must have type bool, not f32\n"
+        );
+        let named = plan.explain(&|id| format!("TAG-{}", id.0));
+        assert!(named.starts_with("fc03 holding 100..=102 (3 registers): TAG-7 @0, TAG-3 @2\n"));
+    }
+
+    fn arb_point() -> impl Strategy<Value = (Table, u16, DataType, bool)> {
+        let table = prop::sample::select(vec![
+            Table::Coil,
+            Table::DiscreteInput,
+            Table::Holding,
+            Table::Input,
+        ]);
+        let data_type = prop::sample::select(vec![
+            DataType::Bool,
+            DataType::U16,
+            DataType::I32,
+            DataType::F32,
+            DataType::U64,
+            DataType::F64,
+        ]);
+        // Mostly dense addresses so that requests fill up, sometimes the end of the space.
+        let address = prop_oneof![9 => 0u16..3000, 1 => 65530u16..=65535];
+        (table, address, data_type, any::<bool>())
+    }
+
+    proptest! {
+        #[test]
+        fn plan_respects_limits_and_covers_every_point_once(
+            raw in prop::collection::vec(arb_point(), 0..300),
+            max_regs in 0u16..140,
+            max_gap in 0u16..40,
+        ) {
+            let points: Vec<PolledPoint> = raw
+                .iter()
+                .enumerate()
+                .map(|(i, &(table, address, data_type, with_bit))| {
+                    let data_type = if table.is_bits() { DataType::Bool } else { data_type };
+                    let mut p = point(i as u32, table, address, data_type);
+                    if with_bit && data_type == DataType::Bool && !table.is_bits() {
+                        p.register.bit = Some((i % 16) as u8);
+                    }
+                    p
+                })
+                .collect();
+            let lim = limits(max_regs, max_gap);
+            let plan = ReadPlan::build(&points, lim);
+
+            let mut seen: HashMap<PointId, usize> = HashMap::new();
+            for r in &plan.requests {
+                prop_assert!(r.count >= 1);
+                prop_assert!(r.count <= r.table.protocol_limit());
+                prop_assert!(u32::from(r.start) + u32::from(r.count) <= 0x1_0000);
+                let widest = r.points.iter().map(|p| p.register.width()).max().unwrap_or(0);
+                prop_assert!(
+                    r.count <= lim.limit(r.table) || (r.points.len() == 1 && r.count == widest),
+                    "request {:?} exceeds the device limit", (r.table, r.start, r.count)
+                );
+                for p in &r.points {
+                    prop_assert_eq!(p.register.table, r.table);
+                    prop_assert_eq!(u32::from(r.start) + u32::from(p.offset), u32::from(p.register.address));
+                    prop_assert!(p.offset + p.register.width() <= r.count);
+                    *seen.entry(p.id).or_default() += 1;
+                }
+            }
+            for r in &plan.rejected {
+                *seen.entry(r.id).or_default() += 1;
+            }
+            prop_assert_eq!(seen.len(), points.len());
+            prop_assert!(seen.values().all(|&n| n == 1));
+            let expected_rejected = points.iter().filter(|p| p.register.validate().is_err()).count();
+            prop_assert_eq!(plan.rejected.len(), expected_rejected);
+        }
+    }
+}

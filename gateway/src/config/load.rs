@@ -1,0 +1,231 @@
+//! Reading the configuration: one TOML file plus `SENTINEL__`-prefixed environment overrides.
+//!
+//! Parsing goes section by section and list element by list element, so that one mistake does
+//! not hide the next: `sentinel check` reports every error it can find, each with its path.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::model::{Config, Device, EngineSettings, Http, Notify, Point, RiskColour, Site, Store};
+use super::validate;
+
+/// One problem in the configuration, at a path such as `points[3].register.address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found, in file order where possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+pub(super) fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Where environment overrides come from: the process environment, or a fixed map (tests).
+pub enum EnvSource {
+    Process,
+    Map(HashMap<String, String>),
+}
+
+/// Load and validate a configuration file.
+pub fn load_file(path: &Path, env: EnvSource) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![err(
+            "",
+            format!("cannot read {}: {e}", path.display()),
+        )])
+    })?;
+    load_str(&text, env)
+}
+
+/// Load and validate a configuration given as TOML text.
+pub fn load_str(toml: &str, env: EnvSource) -> Result<Config, ConfigErrors> {
+    let env_source = match env {
+        EnvSource::Process => None,
+        EnvSource::Map(map) => Some(map.into_iter().collect()),
+    };
+    let merged = config::Config::builder()
+        .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("SENTINEL")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(env_source),
+        )
+        .build()
+        .map_err(|e| ConfigErrors(vec![err("", e.to_string())]))?;
+    let value: Value = merged
+        .try_deserialize()
+        .map_err(|e| ConfigErrors(vec![err("", e.to_string())]))?;
+    from_value(value)
+}
+
+fn from_value(value: Value) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let Value::Object(mut top) = value else {
+        return Err(ConfigErrors(vec![err(
+            "",
+            "the configuration must be a table",
+        )]));
+    };
+    const SECTIONS: [&str; 7] = [
+        "site", "store", "http", "engine", "devices", "points", "notify",
+    ];
+    for key in top.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            errors.push(err(
+                key.clone(),
+                format!("unknown section; expected one of {}", SECTIONS.join(", ")),
+            ));
+        }
+    }
+    let site = match top.remove("site") {
+        Some(v) => section::<Site>("site", v, &mut errors),
+        None => {
+            errors.push(err(
+                "site",
+                "missing section: every configuration names its site (id, name)",
+            ));
+            None
+        }
+    };
+    let store = optional_section::<Store>("store", &mut top, &mut errors);
+    let http = optional_section::<Http>("http", &mut top, &mut errors);
+    let engine = optional_section::<EngineSettings>("engine", &mut top, &mut errors);
+    let notify = optional_section::<Notify>("notify", &mut top, &mut errors);
+    let raw_devices = top.remove("devices");
+    // Names of devices that failed to parse: points naming them are not reported a second time.
+    let mut broken_devices: Vec<String> = Vec::new();
+    let (devices, device_index) = list::<Device>("devices", raw_devices, &mut errors, |raw| {
+        if let Some(name) = raw.get("name").and_then(Value::as_str) {
+            broken_devices.push(name.to_owned());
+        }
+    });
+    let (points, point_index) = list::<Point>("points", top.remove("points"), &mut errors, |_| {});
+
+    let config = Config {
+        site: site.unwrap_or_else(|| Site {
+            id: "unnamed".into(),
+            name: "unnamed".into(),
+            latitude: None,
+            longitude: None,
+            risk_colour: RiskColour::Blue,
+        }),
+        store: store.unwrap_or_default(),
+        http: http.unwrap_or_default(),
+        engine: engine.unwrap_or_default(),
+        devices,
+        points,
+        notify: notify.unwrap_or_default(),
+    };
+    let origin = validate::Origin {
+        device_index,
+        point_index,
+        broken_devices,
+    };
+    validate::check(&config, &origin, &mut errors);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn optional_section<T: DeserializeOwned + Default>(
+    name: &str,
+    top: &mut serde_json::Map<String, Value>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    match top.remove(name) {
+        Some(v) => section(name, v, errors),
+        None => Some(T::default()),
+    }
+}
+
+fn section<T: DeserializeOwned>(
+    path: &str,
+    value: Value,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner == "." || inner.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}.{inner}")
+            };
+            errors.push(err(full, e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+/// A list of tables; each element is parsed on its own so that every bad element is reported.
+/// Returns the parsed elements and, for each, its index in the file. `on_broken` sees the raw
+/// value of each element that failed.
+fn list<T: DeserializeOwned>(
+    name: &str,
+    value: Option<Value>,
+    errors: &mut Vec<ConfigError>,
+    mut on_broken: impl FnMut(&Value),
+) -> (Vec<T>, Vec<usize>) {
+    let mut parsed = Vec::new();
+    let mut index = Vec::new();
+    match value {
+        None => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let raw = item.clone();
+                match section(&format!("{name}[{i}]"), item, errors) {
+                    Some(v) => {
+                        parsed.push(v);
+                        index.push(i);
+                    }
+                    None => on_broken(&raw),
+                }
+            }
+        }
+        Some(_) => errors.push(err(
+            name,
+            format!("must be a list of tables, written [[{name}]]"),
+        )),
+    }
+    (parsed, index)
+}

@@ -1,0 +1,117 @@
+//! The alarm event JSON: one schema for the webhook body, the MQTT payload, the SSE data and the
+//! journal. Documented in docs/api.md. `id` is stable per transition and serves as the
+//! idempotency key: a receiver that sees the same `id` twice has seen the same event twice.
+
+use alert_rules::{Alarm, AlarmEvent, AlarmSource, Millis};
+use serde::Serialize;
+
+use crate::plant::Plant;
+
+/// An alarm as the API and every notification show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlarmJson {
+    pub alarm_id: u64,
+    pub site: String,
+    pub area: String,
+    /// The point's tag, or the device's name for device alarms.
+    pub point: String,
+    /// Alarm class: `limit`, `comm_loss`, ...
+    pub kind: &'static str,
+    pub state: &'static str,
+    pub priority: &'static str,
+    pub level: Option<&'static str>,
+    pub value: Option<f64>,
+    pub unit: String,
+    pub limit: Option<f64>,
+    pub raised_at: String,
+    pub acked_at: Option<String>,
+    pub acked_by: Option<String>,
+    pub cleared_at: Option<String>,
+    /// One line a person can read: what the alarm is about.
+    pub message: String,
+}
+
+/// One transition of an alarm: the webhook body, the MQTT payload, the SSE data, the journal record.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlarmEventJson {
+    /// `{site}-{alarm_id}-{seq}`: unique per transition, the idempotency key.
+    pub id: String,
+    pub seq: u32,
+    /// What happened: `raised`, `acknowledged`, `cleared`, ...
+    pub transition: &'static str,
+    /// When it happened.
+    pub at: String,
+    pub by: Option<String>,
+    pub comment: Option<String>,
+    #[serde(flatten)]
+    pub alarm: AlarmJson,
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(ms: Millis) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl AlarmJson {
+    pub fn new(plant: &Plant, alarm: &Alarm) -> AlarmJson {
+        let (point, area, unit) = plant.describe(&alarm.source);
+        let level = match alarm.source {
+            AlarmSource::Limit { level, .. } => Some(level.as_str()),
+            AlarmSource::CommLoss { .. } => None,
+        };
+        let message = match alarm.source {
+            AlarmSource::Limit { .. } => format!(
+                "{point} {} {} {unit} (limit {} {unit})",
+                level.unwrap_or(""),
+                fmt_num(alarm.value),
+                fmt_num(alarm.limit)
+            ),
+            AlarmSource::CommLoss { .. } => format!("device {point} is not answering"),
+        };
+        AlarmJson {
+            alarm_id: alarm.id,
+            site: plant.site.id.clone(),
+            area,
+            point,
+            kind: alarm.source.kind(),
+            state: alarm.state.as_str(),
+            priority: alarm.priority.as_str(),
+            level,
+            value: alarm.value,
+            unit,
+            limit: alarm.limit,
+            raised_at: rfc3339(alarm.raised_at),
+            acked_at: alarm.acked_at.map(rfc3339),
+            acked_by: alarm.acked_by.clone(),
+            cleared_at: alarm.cleared_at.map(rfc3339),
+            message,
+        }
+    }
+}
+
+impl AlarmEventJson {
+    pub fn new(plant: &Plant, event: &AlarmEvent) -> AlarmEventJson {
+        AlarmEventJson {
+            id: format!("{}-{}-{}", plant.site.id, event.alarm.id, event.seq),
+            seq: event.seq,
+            transition: event.transition.as_str(),
+            at: rfc3339(event.at),
+            by: event.by.clone(),
+            comment: event.comment.clone(),
+            alarm: AlarmJson::new(plant, &event.alarm),
+        }
+    }
+}
+
+fn fmt_num(v: Option<f64>) -> String {
+    v.map_or_else(
+        || "-".to_owned(),
+        |v| {
+            format!("{v:.2}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_owned()
+        },
+    )
+}

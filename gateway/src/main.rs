@@ -1,0 +1,207 @@
+//! `sentinel`: the edge daemon and its command line. Kept thin: parsing and exit codes here,
+//! everything else in the modules.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+mod api;
+mod config;
+mod demo;
+mod engine_task;
+mod event;
+mod metrics;
+mod notify;
+mod plant;
+mod run;
+mod store;
+
+/// Exit code for an invalid configuration (EX_USAGE... EX_DATAERR in sysexits: 64 is EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "sentinel",
+    version,
+    about = "Watches high-risk industrial sites: polls field devices, judges alarms, keeps every reading, alerts people."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run the gateway with a configuration file.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Write the HTTP server's bound address to this file once it listens.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Load and validate a configuration file; list every error with its path.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the built-in simulated plant with Sentinel watching it (no external service needed).
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value = "sentinel-data")]
+        data_dir: PathBuf,
+        /// Play the scenarios faster (2 = twice as fast).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Commands::Check { config } => check(&config),
+        Commands::Run { config, ready_file } => {
+            let config = match config::load_file(&config, config::EnvSource::Process) {
+                Ok(c) => c,
+                Err(errors) => return report_config_errors(&config, &errors),
+            };
+            runtime_main(|shutdown| {
+                run::run(
+                    config,
+                    run::RunOptions {
+                        ready_file,
+                        announce: None,
+                    },
+                    shutdown,
+                )
+            })
+        }
+        Commands::Demo {
+            listen,
+            data_dir,
+            speed,
+        } => {
+            if !(speed.is_finite() && speed > 0.0) {
+                eprintln!("error: --speed must be a positive number");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            runtime_main(|shutdown| {
+                demo::demo(
+                    demo::DemoOptions {
+                        listen,
+                        data_dir,
+                        speed,
+                    },
+                    shutdown,
+                )
+            })
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load_file(path, config::EnvSource::Process) {
+        Ok(c) => {
+            println!(
+                "{} is valid: site {:?}, {} devices, {} points, {} webhooks.",
+                path.display(),
+                c.site.id,
+                c.devices.len(),
+                c.points.len(),
+                c.notify.webhook.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => report_config_errors(path, &errors),
+    }
+}
+
+fn report_config_errors(path: &std::path::Path, errors: &config::ConfigErrors) -> ExitCode {
+    for e in &errors.0 {
+        eprintln!("error: {e}");
+    }
+    let n = errors.0.len();
+    eprintln!(
+        "{}: {n} error{} in the configuration.",
+        path.display(),
+        if n == 1 { "" } else { "s" }
+    );
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn runtime_main<F, Fut>(body: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        match body(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGTERM or Ctrl-C: stop gracefully.
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::error!(%error, "Cannot listen for SIGTERM.");
+                let _ = tokio::signal::ctrl_c().await;
+                shutdown.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received."),
+            _ = tokio::signal::ctrl_c() => tracing::info!("Interrupt received."),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+}
+
+/// Logs go to stderr: plain text, or JSON when SENTINEL_LOG_FORMAT=json. The filter comes
+/// from SENTINEL_LOG (default `info`).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SENTINEL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("SENTINEL_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,115 @@
+//! Reading and updating one channel's outbox rows. Runs on the blocking pool.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use alert_rules::Millis;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::store;
+
+/// The oldest undelivered notification of a channel.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub id: i64,
+    pub event_id: String,
+    pub body: String,
+    pub attempts: u32,
+    pub next_attempt_ms: Millis,
+}
+
+#[derive(Clone)]
+pub struct Outbox {
+    conn: Arc<Mutex<Connection>>,
+    channel: String,
+}
+
+impl Outbox {
+    pub fn open(data_dir: &Path, channel: String) -> Result<Outbox, store::StoreError> {
+        let conn = store::open_reader(data_dir)?;
+        Ok(Outbox {
+            conn: Arc::new(Mutex::new(conn)),
+            channel,
+        })
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &str) -> rusqlite::Result<T> + Send + 'static,
+    ) -> rusqlite::Result<T> {
+        let conn = Arc::clone(&self.conn);
+        let channel = self.channel.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&conn, &channel)
+        })
+        .await
+        .unwrap_or_else(|e| Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
+    }
+
+    pub async fn head(&self) -> rusqlite::Result<Option<Pending>> {
+        self.with(|conn, channel| {
+            conn.query_row(
+                "SELECT id, event_id, body, attempts, next_attempt_ms FROM outbox
+                 WHERE channel = ?1 AND delivered_ms IS NULL ORDER BY id LIMIT 1",
+                params![channel],
+                |r| {
+                    Ok(Pending {
+                        id: r.get(0)?,
+                        event_id: r.get(1)?,
+                        body: r.get(2)?,
+                        attempts: r.get(3)?,
+                        next_attempt_ms: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub async fn pending_count(&self) -> rusqlite::Result<u64> {
+        self.with(|conn, channel| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL",
+                params![channel],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
+    pub async fn delivered(&self, id: i64, at: Millis) -> rusqlite::Result<()> {
+        self.with(move |conn, _| {
+            conn.execute(
+                "UPDATE outbox SET delivered_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
+                params![id, at],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    pub async fn failed(
+        &self,
+        id: i64,
+        next_attempt_ms: Millis,
+        error: String,
+    ) -> rusqlite::Result<()> {
+        self.with(move |conn, _| {
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, next_attempt_ms, error],
+            )
+            .map(drop)
+        })
+        .await
+    }
+}

@@ -1,0 +1,207 @@
+//! Wiring: opens the store, starts the writer, the engine, the drivers, the notifiers and the
+//! HTTP server, and stops them in order: drivers first, then the engine (which hands everything
+//! pending to the store), then the writer; notifiers get a grace period to deliver.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alert_rules::Engine;
+use anyhow::Context as _;
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::engine_task::EngineTask;
+use crate::metrics::Metrics;
+use crate::notify::outbox::Outbox;
+use crate::notify::webhook::WebhookSender;
+use crate::plant::Plant;
+use crate::store::{self, WriterSetup};
+
+/// How long notifiers may keep delivering after the engine stopped.
+const NOTIFY_GRACE: Duration = Duration::from_secs(5);
+/// Capacity of the queue from the engine to the store writer, in batches.
+const STORE_QUEUE: usize = 64;
+
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Write the HTTP server's bound address here once it listens (for tests and supervisors).
+    pub ready_file: Option<PathBuf>,
+    /// Called with the bound address (the demo prints where to look).
+    pub announce: Option<fn(SocketAddr)>,
+}
+
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let plant = Arc::new(Plant::new(&config));
+    let metrics = Arc::new(Metrics::default());
+    let data_dir = config.store.data_dir.clone();
+
+    // The store, and what it remembers from the last run.
+    let conn = store::open_writer(&data_dir)?;
+    let tags: Vec<&str> = plant.points.iter().map(|p| p.tag.as_str()).collect();
+    let point_ids =
+        store::point_ids(&conn, &tags).context("registering point tags in the store")?;
+    let open = store::open_alarms(&conn).context("reading open alarms from the store")?;
+    let next_id = store::next_alarm_id(&conn).context("reading alarm ids from the store")?;
+    let journal_head = store::journal_head(&conn).context("reading the journal head")?;
+    let mut engine = Engine::new(plant.engine_config(), next_id);
+    let restored = open.len();
+    let orphans = engine.restore(open);
+    if restored > 0 {
+        tracing::info!(
+            restored,
+            orphaned = orphans.len(),
+            "Open alarms restored from the store."
+        );
+    }
+
+    // Notification channels, each with its outbox queue.
+    let mut senders = Vec::new();
+    let mut channels = Vec::new();
+    let mut wakers = Vec::new();
+    for hook in &config.notify.webhook {
+        let channel = WebhookSender::channel_name(hook);
+        let wake = Arc::new(Notify::new());
+        senders.push(WebhookSender {
+            hook: hook.clone(),
+            outbox: Outbox::open(&data_dir, channel.clone())?,
+            wake: Arc::clone(&wake),
+            metrics: Arc::clone(&metrics),
+        });
+        channels.push(channel);
+        wakers.push(wake);
+    }
+
+    let (committed_tx, _) = broadcast::channel(256);
+    let (store_handle, writer_thread) = store::spawn_writer(
+        WriterSetup {
+            conn,
+            point_ids,
+            channels,
+            notify: wakers,
+            committed: committed_tx,
+            metrics: Arc::clone(&metrics),
+            journal_head,
+        },
+        STORE_QUEUE,
+    );
+
+    let notify_drain = CancellationToken::new();
+    let notify_stop = CancellationToken::new();
+    let mut notifier_tasks = Vec::new();
+    for sender in senders {
+        notifier_tasks.push(tokio::spawn(
+            sender.run(notify_drain.clone(), notify_stop.clone()),
+        ));
+    }
+
+    // Engine.
+    let (field_tx, field_rx) = mpsc::channel(config.engine.channel_capacity);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let engine_stop = CancellationToken::new();
+    let engine_task = tokio::spawn(
+        EngineTask {
+            engine,
+            plant: Arc::clone(&plant),
+            store: store_handle,
+            metrics: Arc::clone(&metrics),
+            flush_interval: Duration::from_millis(config.store.flush_interval_ms),
+            tick_interval: Duration::from_millis(config.engine.tick_ms),
+            retention: Duration::from_secs(u64::from(config.store.retention_days) * 86_400),
+        }
+        .run(field_rx, cmd_rx, engine_stop.clone()),
+    );
+
+    // Drivers.
+    let drivers_stop = CancellationToken::new();
+    let mut driver_tasks = Vec::new();
+    for settings in plant.modbus_devices() {
+        let device_metrics = Arc::new(drivers::modbus::DeviceMetrics::default());
+        metrics
+            .devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((settings.name.clone(), Arc::clone(&device_metrics)));
+        driver_tasks.push(drivers::modbus::spawn_supervised(
+            settings,
+            field_tx.clone(),
+            device_metrics,
+            drivers_stop.clone(),
+        ));
+    }
+    // Held until the drivers have stopped: the engine ends when the last sender is gone.
+    let field_keepalive = field_tx;
+
+    // HTTP.
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("binding the HTTP server to {}", config.http.listen))?;
+    let addr = listener.local_addr()?;
+    let app = api::router(AppState {
+        commands: cmd_tx,
+        metrics: Arc::clone(&metrics),
+        plant: Arc::clone(&plant),
+        data_dir: data_dir.clone(),
+        started,
+    });
+    let http_stop = shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await
+    });
+    tracing::info!(
+        %addr,
+        site = %plant.site.id,
+        devices = plant.devices.len(),
+        points = plant.points.len(),
+        data_dir = %data_dir.display(),
+        "Sentinel is running."
+    );
+    if let Some(path) = &options.ready_file {
+        std::fs::write(path, addr.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(announce) = options.announce {
+        announce(addr);
+    }
+
+    shutdown.cancelled().await;
+    tracing::info!("Stopping: drivers first, then the engine, then the store.");
+    drivers_stop.cancel();
+    for t in driver_tasks {
+        let _ = t.await;
+    }
+    drop(field_keepalive);
+    // The engine drains what the drivers sent; it ends once their senders are gone.
+    let _ = tokio::time::timeout(Duration::from_secs(10), engine_task).await;
+    engine_stop.cancel();
+    // The writer ends once the engine's handle is dropped and its queue is committed.
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    notify_drain.cancel();
+    let deadline = tokio::time::Instant::now() + NOTIFY_GRACE;
+    for t in &mut notifier_tasks {
+        if tokio::time::timeout_at(deadline, &mut *t).await.is_err() {
+            break;
+        }
+    }
+    notify_stop.cancel();
+    for t in notifier_tasks {
+        let _ = t.await;
+    }
+    let _ = http_task.await;
+    tracing::info!(
+        readings_stored = metrics.readings_stored.get(),
+        readings_lost = metrics.readings_lost.get(),
+        "Sentinel stopped."
+    );
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! The embedded store: SQLite in WAL mode in the data directory. One writer thread owns the
+//! write connection and commits readings, journal records and outbox rows together, so that an
+//! alarm event is durable before any notifier can see it. Readers open their own connections.
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+use alert_rules::{Alarm, Millis};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+pub use schema::GENESIS_HASH;
+pub use writer::{Committed, JournalEntry, StoreHandle, WriteBatch, WriterSetup, spawn_writer};
+
+pub const DB_FILE: &str = "sentinel.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+/// Open (creating if needed) the store for writing, with its schema.
+pub fn open_writer(data_dir: &Path) -> Result<Connection, StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let path = data_dir.join(DB_FILE);
+    let wrap = |source| StoreError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    let conn = Connection::open(&path).map_err(wrap)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(wrap)?;
+    // FULL: a committed alarm survives a power cut, not only a crash.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(wrap)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(wrap)?;
+    conn.execute_batch(schema::SCHEMA).map_err(wrap)?;
+    Ok(conn)
+}
+
+/// Open a read-only connection (for the API and tools).
+pub fn open_reader(data_dir: &Path) -> Result<Connection, StoreError> {
+    let path = data_dir.join(DB_FILE);
+    let wrap = |source| StoreError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(wrap)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(wrap)?;
+    Ok(conn)
+}
+
+/// The store's number for each tag, in the order given, creating numbers for new tags.
+pub fn point_ids(conn: &Connection, tags: &[&str]) -> rusqlite::Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(tags.len());
+    for tag in tags {
+        conn.execute(
+            "INSERT OR IGNORE INTO points (tag) VALUES (?1)",
+            params![tag],
+        )?;
+        ids.push(
+            conn.query_row("SELECT id FROM points WHERE tag = ?1", params![tag], |r| {
+                r.get(0)
+            })?,
+        );
+    }
+    Ok(ids)
+}
+
+/// Alarms that were open when the store was last written, with their last event number.
+pub fn open_alarms(conn: &Connection) -> rusqlite::Result<Vec<(Alarm, u32)>> {
+    let mut stmt = conn.prepare("SELECT state, last_seq FROM alarms WHERE open = 1 ORDER BY id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (state, seq) = row?;
+        match serde_json::from_str::<Alarm>(&state) {
+            Ok(alarm) => out.push((alarm, seq)),
+            Err(error) => {
+                tracing::error!(%error, "An open alarm in the store could not be read; it is skipped.")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The first alarm id not yet used.
+pub fn next_alarm_id(conn: &Connection) -> rusqlite::Result<u64> {
+    let max: Option<i64> = conn
+        .query_row("SELECT MAX(id) FROM alarms", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(max.map_or(1, |m| m as u64 + 1))
+}
+
+/// The hash of the newest journal record (the chain head).
+pub fn journal_head(conn: &Connection) -> rusqlite::Result<String> {
+    Ok(conn
+        .query_row(
+            "SELECT hash FROM journal ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_else(|| GENESIS_HASH.to_owned()))
+}
+
+/// Hash of a journal record: SHA-256 over the previous hash and the record's body.
+pub fn chain_hash(prev_hash: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(body.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One stored reading, as read back.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredReading {
+    pub ts_ms: Millis,
+    pub value: Option<f64>,
+    pub quality: &'static str,
+}
+
+/// Readings of one point in `[from, to]`, oldest first, at most `limit`.
+pub fn history(
+    conn: &Connection,
+    tag: &str,
+    from: Millis,
+    to: Millis,
+    limit: u32,
+) -> rusqlite::Result<Vec<StoredReading>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.ts_ms, r.value, r.quality FROM readings r JOIN points p ON p.id = r.point
+         WHERE p.tag = ?1 AND r.ts_ms BETWEEN ?2 AND ?3 ORDER BY r.ts_ms LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![tag, from, to, limit], |r| {
+        let q: u8 = r.get(2)?;
+        Ok(StoredReading {
+            ts_ms: r.get(0)?,
+            value: r.get(1)?,
+            quality: alert_rules::Quality::from_code(q).map_or("unknown", |q| q.as_str()),
+        })
+    })?;
+    rows.collect()
+}
