@@ -8,7 +8,9 @@
 #    loopback ports, state under tests/.run/ (wiped at every start).
 # 4. Exports SENTINEL_TEST_* for the tests, builds the workspace and runs
 #    `cargo test --workspace --all-targets`, then sources tests/extra.sh if it
-#    exists (with $SENTINEL_TEST_RC set to the cargo test exit code).
+#    exists (with $SENTINEL_TEST_RC set to the cargo test exit code; a failing
+#    command there ends the run at once, or it can set SENTINEL_TEST_RC to a
+#    non-zero value to fail the run after finishing its own steps).
 # 5. On exit (success, failure or Ctrl-C) stops every service it started and,
 #    when something failed, prints the tail of each service log.
 #
@@ -23,6 +25,10 @@
 #   SENTINEL_TEST_WAIT  seconds to wait for each service to become ready (30).
 #
 # The exit code is the exit code of the test run.
+
+# Functions below run from traps or indirectly (wait_ready), which shellcheck
+# reports as unreachable.
+# shellcheck disable=SC2317
 
 set -euo pipefail
 
@@ -48,13 +54,19 @@ section() { printf '\n==== [%s +%s] %s ====\n' "$(ts)" "$(elapsed)" "$*"; }
 log() { printf '[%s] %s\n' "$(ts)" "$*"; }
 die() { printf '[%s] ERROR: %s\n' "$(ts)" "$*" >&2; exit 1; }
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+SUDO=()
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
 fi
+apt_update() { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q; }
+apt_install() {
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "$@"
+}
 
 # ------------------------------------------------------ process bookkeeping ---
 
+STAGE="setup"
 SERVICE_NAMES=()
 SERVICE_PIDS=()
 SERVICE_LOGS=()
@@ -89,7 +101,7 @@ cleanup() {
             fi
             wait "$pid" 2>/dev/null
         done
-        if [ "$rc" -ne 0 ]; then
+        if [ "$rc" -ne 0 ] && [ "$STAGE" != "cargo build" ]; then
             for i in "${!SERVICE_LOGS[@]}"; do
                 printf '\n---- last 40 lines of %s log (%s) ----\n' \
                     "${SERVICE_NAMES[$i]}" "${SERVICE_LOGS[$i]}"
@@ -97,7 +109,11 @@ cleanup() {
             done
         fi
     fi
-    section "done, exit code $rc"
+    if [ "$rc" -ne 0 ]; then
+        section "FAILED during: $STAGE (exit code $rc)"
+    else
+        section "done, exit code 0"
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -149,6 +165,7 @@ wait_ready() {
 # ------------------------------------------------------------ dependencies ---
 
 section "system packages"
+STAGE="system packages"
 declare -A PKG_FOR_BIN=(
     [mosquitto]=mosquitto
     [mosquitto_pub]=mosquitto-clients
@@ -166,9 +183,8 @@ for bin in "${!PKG_FOR_BIN[@]}"; do
 done
 if [ "${#missing_pkgs[@]}" -gt 0 ]; then
     log "installing: ${missing_pkgs[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -q
-    $SUDO apt-get install -y -q --no-install-recommends "${missing_pkgs[@]}"
+    apt_update
+    apt_install "${missing_pkgs[@]}"
 else
     log "all present"
 fi
@@ -177,14 +193,14 @@ for bin in "${!PKG_FOR_BIN[@]}"; do
 done
 
 section "python venv ($VENV)"
+STAGE="python venv"
 if ! "$VENV_PY" -c 'import sys' >/dev/null 2>&1; then
     log "creating venv"
     rm -rf "$VENV"
     if ! python3 -m venv "$VENV"; then
         log "python3 -m venv failed, installing python3-venv"
         rm -rf "$VENV"
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3-venv \
-            || { $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3-venv; }
+        apt_install python3-venv || { apt_update && apt_install python3-venv; }
         python3 -m venv "$VENV"
     fi
 fi
@@ -205,6 +221,7 @@ log "$("$VENV_PY" -c 'import pymodbus, aiosmtpd; print("pymodbus", pymodbus.__ve
 # ---------------------------------------------------------------- services ---
 
 section "starting services in $RUN_DIR"
+STAGE="service startup"
 rm -rf "$RUN_DIR"
 mkdir -p "$RUN_DIR"
 
@@ -218,6 +235,7 @@ for _ in range(3):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 )
+[ -n "${SMTP_PORT:-}" ] || die "could not pick free loopback ports"
 log "ports: mqtt=$MQTT_PORT vm=$VM_PORT smtp=$SMTP_PORT"
 
 MOSQUITTO_BIN="$(command -v mosquitto)"
@@ -296,6 +314,7 @@ export RUST_BACKTRACE=1
 
 if [ -n "${SENTINEL_TEST_CMD:-}" ]; then
     section "running SENTINEL_TEST_CMD: $SENTINEL_TEST_CMD"
+    STAGE="SENTINEL_TEST_CMD"
     set +e
     bash -c "$SENTINEL_TEST_CMD"
     rc=$?
@@ -307,9 +326,11 @@ locked=()
 [ -f "$ROOT/Cargo.lock" ] && locked=(--locked)
 
 section "cargo build --workspace --all-targets ${locked[*]:-}"
+STAGE="cargo build"
 cargo build --workspace --all-targets "${locked[@]}"
 
-section "cargo test --workspace --all-targets $*"
+section "cargo test --workspace --all-targets ${locked[*]:-} $*"
+STAGE="cargo test"
 set +e
 cargo test --workspace --all-targets "${locked[@]}" "$@"
 SENTINEL_TEST_RC=$?
@@ -319,8 +340,13 @@ section "cargo test finished, exit code $SENTINEL_TEST_RC"
 
 if [ -f "$TESTS_DIR/extra.sh" ]; then
     section "tests/extra.sh"
+    STAGE="tests/extra.sh"
     # shellcheck source=/dev/null
     source "$TESTS_DIR/extra.sh"
+    section "tests/extra.sh finished"
+fi
+if [ "$SENTINEL_TEST_RC" -ne 0 ]; then
+    STAGE="tests"
 fi
 
 exit "$SENTINEL_TEST_RC"

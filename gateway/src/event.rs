@@ -56,18 +56,21 @@ pub fn rfc3339(ms: Millis) -> String {
 impl AlarmJson {
     pub fn new(plant: &Plant, alarm: &Alarm) -> AlarmJson {
         let (point, area, unit) = plant.describe(&alarm.source);
-        let level = match alarm.source {
-            AlarmSource::Limit { level, .. } => Some(level.as_str()),
-            AlarmSource::CommLoss { .. } => None,
-        };
+        let level = alarm.source.level().map(|l| l.as_str());
+        let (value, limit) = (fmt_num(alarm.value), fmt_num(alarm.limit));
         let message = match alarm.source {
-            AlarmSource::Limit { .. } => format!(
-                "{point} {} {} {unit} (limit {} {unit})",
-                level.unwrap_or(""),
-                fmt_num(alarm.value),
-                fmt_num(alarm.limit)
-            ),
+            AlarmSource::Limit { .. } => {
+                format!("{point} {} {value} {unit} (limit {limit} {unit})", level.unwrap_or(""))
+            }
             AlarmSource::CommLoss { .. } => format!("device {point} is not answering"),
+            AlarmSource::RateOfChange { .. } => format!("{point} changing too fast ({value} {unit}/min, limit {limit})"),
+            AlarmSource::Deviation { other, .. } => format!(
+                "{point} deviates from {} by {value} {unit} (limit {limit})",
+                plant.point(other).map_or("?", |p| p.tag.as_str())
+            ),
+            AlarmSource::Fault { .. } => format!("{point} measurement fault"),
+            AlarmSource::DataInterruption { .. } => format!("{point} has sent no data"),
+            AlarmSource::Condition { .. } => format!("condition {point} holds"),
         };
         AlarmJson {
             alarm_id: alarm.id,

@@ -79,7 +79,9 @@ impl Plant {
                     deadband: l.deadband,
                     on_delay_ms: l.on_delay_ms as i64,
                     off_delay_ms: l.off_delay_ms as i64,
+                    ..Default::default()
                 }),
+                ..Default::default()
             })
             .collect();
         let devices = self
@@ -90,10 +92,11 @@ impl Plant {
                 DeviceRules {
                     comm_loss_after_ms: (m.comm_loss_after_secs * 1000) as i64,
                     comm_loss_priority: m.comm_loss_priority,
+                    ..Default::default()
                 }
             })
             .collect();
-        EngineConfig { points, devices }
+        EngineConfig { points, devices, ..Default::default() }
     }
 
     /// One poll task's settings per Modbus device.
@@ -133,16 +136,15 @@ impl Plant {
 
     /// The tag or device name an alarm is about, its area, and its unit.
     pub fn describe(&self, source: &AlarmSource) -> (String, String, String) {
-        match source {
-            AlarmSource::Limit { point, .. } => match self.point(*point) {
+        if let Some(point) = source.point() {
+            return match self.point(point) {
                 Some(p) => (p.tag.clone(), p.area.clone(), p.unit.clone()),
                 None => (format!("point-{}", point.0), String::new(), String::new()),
-            },
-            AlarmSource::CommLoss { device } => (
-                self.device_name(*device).to_owned(),
-                String::new(),
-                String::new(),
-            ),
+            };
         }
+        if let Some(device) = source.device() {
+            return (self.device_name(device).to_owned(), String::new(), String::new());
+        }
+        (source.to_string(), String::new(), String::new())
     }
 }

@@ -96,11 +96,9 @@ pub async fn run(
 
     let notify_drain = CancellationToken::new();
     let notify_stop = CancellationToken::new();
-    let mut notifier_tasks = Vec::new();
+    let mut notifier_tasks = tokio::task::JoinSet::new();
     for sender in senders {
-        notifier_tasks.push(tokio::spawn(
-            sender.run(notify_drain.clone(), notify_stop.clone()),
-        ));
+        notifier_tasks.spawn(sender.run(notify_drain.clone(), notify_stop.clone()));
     }
 
     // Engine.
@@ -188,15 +186,9 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     notify_drain.cancel();
     let deadline = tokio::time::Instant::now() + NOTIFY_GRACE;
-    for t in &mut notifier_tasks {
-        if tokio::time::timeout_at(deadline, &mut *t).await.is_err() {
-            break;
-        }
-    }
+    while let Ok(Some(_)) = tokio::time::timeout_at(deadline, notifier_tasks.join_next()).await {}
     notify_stop.cancel();
-    for t in notifier_tasks {
-        let _ = t.await;
-    }
+    while notifier_tasks.join_next().await.is_some() {}
     let _ = http_task.await;
     tracing::info!(
         readings_stored = metrics.readings_stored.get(),

@@ -6,3 +6,6 @@ mod validate;
 
 pub use load::{ConfigError, ConfigErrors, EnvSource, load_file, load_str};
 pub use model::*;
+
+#[cfg(test)]
+mod tests;

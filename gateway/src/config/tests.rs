@@ -1,0 +1,186 @@
+use std::collections::HashMap;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> EnvSource {
+    EnvSource::Map(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<HashMap<_, _>>())
+}
+
+fn load(toml: &str) -> Result<Config, ConfigErrors> {
+    load_str(toml, env(&[]))
+}
+
+const MINIMAL: &str = r#"
+[site]
+id = "t"
+name = "Test"
+
+[[devices]]
+name = "d1"
+protocol = "modbus_tcp"
+host = "127.0.0.1"
+
+[[points]]
+tag = "P-1"
+device = "d1"
+kind = "level"
+register = { table = "holding", address = 0 }
+"#;
+
+fn paths(e: &ConfigErrors) -> Vec<&str> {
+    e.0.iter().map(|e| e.path.as_str()).collect()
+}
+
+#[test]
+fn every_example_config_loads_and_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            load_file(&path, env(&[])).unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no example configs found in {}", dir.display());
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.store.retention_days, 30);
+    assert_eq!(c.http.listen, "127.0.0.1:8080");
+    let Device::ModbusTcp(d) = &c.devices[0];
+    assert_eq!((d.port, d.unit_id, d.poll_interval_ms, d.timeout_ms), (502, 1, 1000, 1000));
+    assert_eq!(c.points[0].register.scale, 1.0);
+}
+
+#[test]
+fn three_mistakes_are_all_reported_with_their_paths() {
+    let toml = r#"
+[site]
+id = "t"
+name = "Test"
+
+[[devices]]
+name = "d1"
+protocol = "modbus_tcp"
+host = "127.0.0.1"
+poll_interval_ms = "fast"
+
+[[points]]
+tag = "P-1"
+device = "d1"
+kind = "level"
+register = { table = "holding", address = 0 }
+
+[[points]]
+tag = "P-2"
+device = "d1"
+kind = "level"
+register = { table = "holding", address = 1, type = "f32", word_order = "ABCD", scael = 2.0 }
+
+[[points]]
+tag = "P-3"
+device = "nowhere"
+kind = "level"
+register = { table = "holding", address = 3 }
+"#;
+    let e = load(toml).unwrap_err();
+    let p = paths(&e);
+    assert!(p.contains(&"devices[0].poll_interval_ms") || p.iter().any(|p| p.starts_with("devices[0]")), "{e}");
+    assert!(p.iter().any(|p| p.starts_with("points[1].register")), "{e}");
+    assert!(p.contains(&"points[3].device") || p.contains(&"points[2].device"), "{e}");
+    assert!(e.0.len() >= 3, "{e}");
+    // The device that failed to parse is not blamed again by the points that name it.
+    assert!(!e.to_string().contains("no device is named \"d1\""), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_everywhere() {
+    for (toml, path) in [
+        (format!("{MINIMAL}\n[bogus]\nx = 1\n"), "bogus"),
+        (MINIMAL.replace("name = \"Test\"", "name = \"Test\"\nnmae = 1"), "site.nmae"),
+        (MINIMAL.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nhots = 1"), "devices[0]"),
+        (MINIMAL.replace("kind = \"level\"", "kind = \"level\"\nunits = \"m\""), "points[0].units"),
+    ] {
+        let e = load(&toml).unwrap_err();
+        assert!(e.0.iter().any(|e| e.path.starts_with(path)), "expected an error at {path}, got:\n{e}");
+    }
+}
+
+#[test]
+fn semantic_errors_name_their_paths() {
+    let toml = MINIMAL.replace(
+        "register = { table = \"holding\", address = 0 }",
+        "register = { table = \"coil\", address = 0, type = \"u16\" }\nspan = [10.0, 0.0]\nlimits = { levels = [{ level = \"H\", setpoint = 5.0 }, { level = \"HH\", setpoint = 4.0 }] }",
+    );
+    let e = load(&toml).unwrap_err();
+    let p = paths(&e);
+    assert!(p.contains(&"points[0].register.type"), "{e}");
+    assert!(p.contains(&"points[0].span"), "{e}");
+    assert!(p.contains(&"points[0].limits.levels"), "{e}");
+}
+
+#[test]
+fn duplicate_tags_and_devices_are_refused() {
+    let toml = format!(
+        "{MINIMAL}\n[[devices]]\nname = \"d1\"\nprotocol = \"modbus_tcp\"\nhost = \"h\"\n\n[[points]]\ntag = \"P-1\"\ndevice = \"d1\"\nkind = \"level\"\nregister = {{ table = \"holding\", address = 5 }}\n"
+    );
+    let e = load(&toml).unwrap_err();
+    assert!(paths(&e).contains(&"devices[1].name"), "{e}");
+    assert!(paths(&e).contains(&"points[1].tag"), "{e}");
+}
+
+#[test]
+fn environment_overrides_deployment_values() {
+    let c = load_str(
+        MINIMAL,
+        env(&[("SENTINEL__HTTP__LISTEN", "0.0.0.0:9000"), ("SENTINEL__STORE__RETENTION_DAYS", "90")]),
+    )
+    .unwrap();
+    assert_eq!(c.http.listen, "0.0.0.0:9000");
+    assert_eq!(c.store.retention_days, 90);
+}
+
+#[test]
+fn environment_variables_without_the_prefix_are_ignored() {
+    let c = load_str(MINIMAL, env(&[("HTTP__LISTEN", "0.0.0.0:9000")])).unwrap();
+    assert_eq!(c.http.listen, "127.0.0.1:8080");
+}
+
+#[test]
+fn a_missing_site_is_reported() {
+    let e = load("[http]\nlisten = \"127.0.0.1:1\"\n").unwrap_err();
+    assert_eq!(paths(&e), vec!["site"]);
+}
+
+#[test]
+fn garbage_input_never_panics() {
+    let samples = [
+        "", "\0", "[[[", "site = 5", "[site]\nid = []", "points = 3", "[[points]]\n", "devices = [1, 2]",
+        "[site]\nid=\"a\"\nname=\"b\"\n[[points]]\nregister = \"x\"", "\u{feff}[site]", "[store]\nretention_days = -1",
+        "[site]\nid=\"a\"\nname=\"b\"\n[[devices]]\nprotocol=\"mqtt\"\nname=\"x\"",
+        "[site]\nid=\"a\"\nname=\"b\"\n[[points]]\ntag=\"x\"\ndevice=\"d\"\nkind=\"k\"\nregister={table=\"holding\",address=65535,type=\"f64\"}",
+    ];
+    for s in samples {
+        let _ = load(s);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    #[test]
+    fn arbitrary_text_never_panics(s in "\\PC{0,200}") {
+        let _ = load(&s);
+    }
+
+    #[test]
+    fn mutated_minimal_config_never_panics(pos in 0usize..400, ch in proptest::char::any()) {
+        let mut s: Vec<char> = MINIMAL.chars().collect();
+        let i = pos % s.len();
+        s[i] = ch;
+        let s: String = s.into_iter().collect();
+        let _ = load(&s);
+    }
+}
