@@ -174,14 +174,20 @@ impl AlarmSource {
 impl std::fmt::Display for AlarmSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AlarmSource::Limit { point, level } => write!(f, "limit {} of point {}", level.as_str(), point.0),
-            AlarmSource::CommLoss { device } => write!(f, "communication loss of device {}", device.0),
+            AlarmSource::Limit { point, level } => {
+                write!(f, "limit {} of point {}", level.as_str(), point.0)
+            }
+            AlarmSource::CommLoss { device } => {
+                write!(f, "communication loss of device {}", device.0)
+            }
             AlarmSource::RateOfChange { point } => write!(f, "rate of change of point {}", point.0),
             AlarmSource::Deviation { point, other } => {
                 write!(f, "deviation of point {} from point {}", point.0, other.0)
             }
             AlarmSource::Fault { point } => write!(f, "fault of point {}", point.0),
-            AlarmSource::DataInterruption { point } => write!(f, "data interruption of point {}", point.0),
+            AlarmSource::DataInterruption { point } => {
+                write!(f, "data interruption of point {}", point.0)
+            }
             AlarmSource::Condition { condition } => write!(f, "condition {}", condition.0),
         }
     }

@@ -81,12 +81,24 @@ pub struct ParseError {
 impl Condition {
     /// Compile `text`, asking `resolve` for the point of each tag. An unknown tag is an error at
     /// the tag's position, so `sentinel check` can point at it.
-    pub fn compile(text: &str, resolve: impl FnMut(&str) -> Option<PointId>) -> Result<Condition, ParseError> {
+    pub fn compile(
+        text: &str,
+        resolve: impl FnMut(&str) -> Option<PointId>,
+    ) -> Result<Condition, ParseError> {
         let tokens = lex(text)?;
-        let mut parser = Parser { tokens: &tokens, at: 0, ops: Vec::new(), depth: 0, resolve };
+        let mut parser = Parser {
+            tokens: &tokens,
+            at: 0,
+            ops: Vec::new(),
+            depth: 0,
+            resolve,
+        };
         parser.expr(0)?;
         if let Some(t) = parser.peek_token() {
-            return Err(ParseError { position: t.pos, message: format!("unexpected {}", t.kind.describe()) });
+            return Err(ParseError {
+                position: t.pos,
+                message: format!("unexpected {}", t.kind.describe()),
+            });
         }
         let ops = parser.ops;
         let mut points: Vec<PointId> = ops
@@ -98,7 +110,11 @@ impl Condition {
             .collect();
         points.sort_unstable();
         points.dedup();
-        Ok(Condition { source: text.trim().to_owned(), ops, points })
+        Ok(Condition {
+            source: text.trim().to_owned(),
+            ops,
+            points,
+        })
     }
 
     /// The points the condition reads, sorted, without duplicates.
@@ -129,7 +145,9 @@ impl Condition {
                     sp += 1;
                 }
                 Op::Neg | Op::Not | Op::Abs => {
-                    let Some(top) = sp.checked_sub(1) else { return Truth::Unknown };
+                    let Some(top) = sp.checked_sub(1) else {
+                        return Truth::Unknown;
+                    };
                     let x = stack[top];
                     stack[top] = match *op {
                         Op::Neg => -x,
@@ -285,7 +303,10 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
             }
             let s: String = chars[start..i].iter().collect();
             match s.parse::<f64>() {
-                Ok(n) => tokens.push(Token { kind: TokenKind::Number(n), pos: start }),
+                Ok(n) => tokens.push(Token {
+                    kind: TokenKind::Number(n),
+                    pos: start,
+                }),
                 Err(_) => return err(start, format!("`{s}` is not a number")),
             }
             continue;
@@ -320,7 +341,10 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
                 return err(start, "empty tag".into());
             }
             i += 1;
-            tokens.push(Token { kind: TokenKind::Tag(tag), pos: start });
+            tokens.push(Token {
+                kind: TokenKind::Tag(tag),
+                pos: start,
+            });
             continue;
         }
         let next = chars.get(i + 1).copied();
@@ -346,7 +370,10 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
             (',', _) => (",", 1),
             _ => return err(start, format!("unexpected character `{c}`")),
         };
-        tokens.push(Token { kind: TokenKind::Sym(sym), pos: start });
+        tokens.push(Token {
+            kind: TokenKind::Sym(sym),
+            pos: start,
+        });
         i += len;
     }
     Ok(tokens)
@@ -403,7 +430,10 @@ impl<R: FnMut(&str) -> Option<PointId>> Parser<'_, R> {
             _ => self.depth -= 1,
         }
         if self.depth > MAX_DEPTH || self.ops.len() >= MAX_OPS {
-            return Err(ParseError { position: pos, message: "expression is too deeply nested or too long".into() });
+            return Err(ParseError {
+                position: pos,
+                message: "expression is too deeply nested or too long".into(),
+            });
         }
         self.ops.push(op);
         Ok(())
@@ -411,12 +441,21 @@ impl<R: FnMut(&str) -> Option<PointId>> Parser<'_, R> {
 
     fn expect(&mut self, sym: &str) -> Result<(), ParseError> {
         match self.peek_token() {
-            Some(Token { kind: TokenKind::Sym(s), .. }) if *s == sym => {
+            Some(Token {
+                kind: TokenKind::Sym(s),
+                ..
+            }) if *s == sym => {
                 self.at += 1;
                 Ok(())
             }
-            Some(t) => Err(ParseError { position: t.pos, message: format!("expected `{sym}`, found {}", t.kind.describe()) }),
-            None => Err(ParseError { position: self.end_pos(), message: format!("expected `{sym}` at the end") }),
+            Some(t) => Err(ParseError {
+                position: t.pos,
+                message: format!("expected `{sym}`, found {}", t.kind.describe()),
+            }),
+            None => Err(ParseError {
+                position: self.end_pos(),
+                message: format!("expected `{sym}` at the end"),
+            }),
         }
     }
 
@@ -424,10 +463,16 @@ impl<R: FnMut(&str) -> Option<PointId>> Parser<'_, R> {
         self.operand()?;
         let mut compared = false;
         loop {
-            let Some(Token { kind: TokenKind::Sym(sym), pos }) = self.peek_token().cloned() else {
+            let Some(Token {
+                kind: TokenKind::Sym(sym),
+                pos,
+            }) = self.peek_token().cloned()
+            else {
                 break;
             };
-            let Some((lbp, rbp, op)) = infix(sym) else { break };
+            let Some((lbp, rbp, op)) = infix(sym) else {
+                break;
+            };
             if lbp < min_bp {
                 break;
             }
@@ -449,7 +494,10 @@ impl<R: FnMut(&str) -> Option<PointId>> Parser<'_, R> {
 
     fn operand(&mut self) -> Result<(), ParseError> {
         let Some(token) = self.peek_token().cloned() else {
-            return Err(ParseError { position: self.end_pos(), message: "expected a value at the end".into() });
+            return Err(ParseError {
+                position: self.end_pos(),
+                message: "expected a value at the end".into(),
+            });
         };
         self.at += 1;
         let pos = token.pos;
@@ -460,8 +508,15 @@ impl<R: FnMut(&str) -> Option<PointId>> Parser<'_, R> {
             TokenKind::Tag(tag) => match (self.resolve)(&tag) {
                 Some(p) => self.emit(Op::Point(p), pos),
                 None => {
-                    let hint = if tag.contains('-') { " (write subtraction with spaces: `A - B`)" } else { "" };
-                    Err(ParseError { position: pos, message: format!("unknown tag `{tag}`{hint}") })
+                    let hint = if tag.contains('-') {
+                        " (write subtraction with spaces: `A - B`)"
+                    } else {
+                        ""
+                    };
+                    Err(ParseError {
+                        position: pos,
+                        message: format!("unknown tag `{tag}`{hint}"),
+                    })
                 }
             },
             TokenKind::Function(name) => {
@@ -497,7 +552,10 @@ impl<R: FnMut(&str) -> Option<PointId>> Parser<'_, R> {
                 self.expr(UNARY_BP)?;
                 self.emit(Op::Neg, pos)
             }
-            other => Err(ParseError { position: pos, message: format!("expected a value, found {}", other.describe()) }),
+            other => Err(ParseError {
+                position: pos,
+                message: format!("expected a value, found {}", other.describe()),
+            }),
         }
     }
 }
@@ -506,10 +564,19 @@ impl<R: FnMut(&str) -> Option<PointId>> Parser<'_, R> {
 mod tests {
     use super::*;
 
-    const TAGS: [&str; 6] = ["NH3-101", "FAN-101", "FT-201", "FT-202", "FURNACE-1-RUN", "TI.2031"];
+    const TAGS: [&str; 6] = [
+        "NH3-101",
+        "FAN-101",
+        "FT-201",
+        "FT-202",
+        "FURNACE-1-RUN",
+        "TI.2031",
+    ];
 
     fn resolve(tag: &str) -> Option<PointId> {
-        TAGS.iter().position(|t| *t == tag).map(|i| PointId(i as u32))
+        TAGS.iter()
+            .position(|t| *t == tag)
+            .map(|i| PointId(i as u32))
     }
 
     fn compile(text: &str) -> Condition {
@@ -542,7 +609,10 @@ mod tests {
         let v = [2.0, 3.0, 4.0, 10.0, 1.0, -7.0];
         assert_eq!(eval("NH3-101 + FAN-101 * FT-201 == 14", v), Truth::True);
         assert_eq!(eval("(NH3-101 + FAN-101) * FT-201 == 20", v), Truth::True);
-        assert_eq!(eval("abs(TI.2031) >= 7 && max(FT-201, FT-202) == 10", v), Truth::True);
+        assert_eq!(
+            eval("abs(TI.2031) >= 7 && max(FT-201, FT-202) == 10", v),
+            Truth::True
+        );
         assert_eq!(eval("min(FT-201, FT-202) / 2 < 2.5", v), Truth::True);
         assert_eq!(eval("-TI.2031 == 7", v), Truth::True);
         assert_eq!(eval("false || !(NH3-101 > 1e3)", v), Truth::True);
@@ -603,7 +673,12 @@ mod tests {
         let e = Condition::compile(&deep, resolve).unwrap_err();
         assert!(e.message.contains("too deeply nested"), "{e}");
         let fine = format!("{}1{}", "(1 + ".repeat(20), ")".repeat(20));
-        assert_eq!(Condition::compile(&format!("{fine} > 0"), resolve).unwrap().evaluate(|_| 0.0), Truth::True);
+        assert_eq!(
+            Condition::compile(&format!("{fine} > 0"), resolve)
+                .unwrap()
+                .evaluate(|_| 0.0),
+            Truth::True
+        );
     }
 
     #[test]

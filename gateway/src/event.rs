@@ -60,10 +60,15 @@ impl AlarmJson {
         let (value, limit) = (fmt_num(alarm.value), fmt_num(alarm.limit));
         let message = match alarm.source {
             AlarmSource::Limit { .. } => {
-                format!("{point} {} {value} {unit} (limit {limit} {unit})", level.unwrap_or(""))
+                format!(
+                    "{point} {} {value} {unit} (limit {limit} {unit})",
+                    level.unwrap_or("")
+                )
             }
             AlarmSource::CommLoss { .. } => format!("device {point} is not answering"),
-            AlarmSource::RateOfChange { .. } => format!("{point} changing too fast ({value} {unit}/min, limit {limit})"),
+            AlarmSource::RateOfChange { .. } => {
+                format!("{point} changing too fast ({value} {unit}/min, limit {limit})")
+            }
             AlarmSource::Deviation { other, .. } => format!(
                 "{point} deviates from {} by {value} {unit} (limit {limit})",
                 plant.point(other).map_or("?", |p| p.tag.as_str())

@@ -46,6 +46,9 @@ enum Commands {
     Check {
         #[arg(short, long)]
         config: PathBuf,
+        /// Also print how each device will be polled: one line per read request.
+        #[arg(long)]
+        explain: bool,
     },
     /// Run the built-in simulated plant with Sentinel watching it (no external service needed).
     Demo {
@@ -63,7 +66,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Commands::Check { config } => check(&config),
+        Commands::Check { config, explain } => check(&config, explain),
         Commands::Run { config, ready_file } => {
             let config = match config::load_file(&config, config::EnvSource::Process) {
                 Ok(c) => c,
@@ -103,9 +106,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, explain: bool) -> ExitCode {
     match config::load_file(path, config::EnvSource::Process) {
         Ok(c) => {
+            if explain {
+                let plant = plant::Plant::new(&c);
+                for settings in plant.modbus_devices() {
+                    let plan = drivers::modbus::ReadPlan::for_device(&settings);
+                    println!(
+                        "device {} ({} points, {} requests per cycle):",
+                        settings.name,
+                        settings.points.len(),
+                        plan.requests.len()
+                    );
+                    let tag = |id: alert_rules::PointId| {
+                        plant
+                            .point(id)
+                            .map_or_else(|| format!("#{}", id.0), |p| p.tag.clone())
+                    };
+                    for line in plan.explain(&tag).lines() {
+                        println!("  {line}");
+                    }
+                }
+            }
             println!(
                 "{} is valid: site {:?}, {} devices, {} points, {} webhooks.",
                 path.display(),

@@ -96,7 +96,11 @@ impl Plant {
                 }
             })
             .collect();
-        EngineConfig { points, devices, ..Default::default() }
+        EngineConfig {
+            points,
+            devices,
+            ..Default::default()
+        }
     }
 
     /// One poll task's settings per Modbus device.
@@ -143,7 +147,11 @@ impl Plant {
             };
         }
         if let Some(device) = source.device() {
-            return (self.device_name(device).to_owned(), String::new(), String::new());
+            return (
+                self.device_name(device).to_owned(),
+                String::new(),
+                String::new(),
+            );
         }
         (source.to_string(), String::new(), String::new())
     }

@@ -36,13 +36,21 @@ pub fn sentinel_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let bin = target.join("debug").join("sentinel");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p sentinel-gateway` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p sentinel-gateway` first",
+        bin.display()
+    );
     bin
 }
 
 /// A free TCP port on loopback (bound and released; fine for tests on one machine).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Poll `f` until it returns `Some`, or fail after `timeout` with `what`.
@@ -56,7 +64,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -96,7 +107,10 @@ impl PyModbusDevice {
             false
         })
         .await;
-        assert!(matches!(ready, Ok(true)), "pymodbus device on port {port} did not become ready");
+        assert!(
+            matches!(ready, Ok(true)),
+            "pymodbus device on port {port} did not become ready"
+        );
         // Keep draining stdout so the device never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Some(PyModbusDevice { child, port })
@@ -110,14 +124,20 @@ impl PyModbusDevice {
     pub async fn write_register(&self, address: u16, value: u16) {
         use tokio_modbus::prelude::*;
         let mut ctx = tcp::connect_slave(self.addr(), Slave(1)).await.unwrap();
-        ctx.write_single_register(address, value).await.unwrap().unwrap();
+        ctx.write_single_register(address, value)
+            .await
+            .unwrap()
+            .unwrap();
         let _ = ctx.disconnect().await;
     }
 
     pub async fn write_registers(&self, address: u16, values: &[u16]) {
         use tokio_modbus::prelude::*;
         let mut ctx = tcp::connect_slave(self.addr(), Slave(1)).await.unwrap();
-        ctx.write_multiple_registers(address, values).await.unwrap().unwrap();
+        ctx.write_multiple_registers(address, values)
+            .await
+            .unwrap()
+            .unwrap();
         let _ = ctx.disconnect().await;
     }
 
@@ -150,7 +170,11 @@ impl Sentinel {
         std::fs::write(&config_path, config).unwrap();
         let ready = dir.path().join("ready");
         let _ = std::fs::remove_file(&ready);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("sentinel.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("sentinel.log"))
+            .unwrap();
         let child = Command::new(sentinel_bin())
             .args(["run", "-c"])
             .arg(&config_path)
@@ -165,10 +189,19 @@ impl Sentinel {
             .unwrap();
         let addr = wait_for("sentinel to listen", Duration::from_secs(30), || {
             let ready = ready.clone();
-            async move { std::fs::read_to_string(&ready).ok().and_then(|s| s.trim().parse().ok()) }
+            async move {
+                std::fs::read_to_string(&ready)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+            }
         })
         .await;
-        Sentinel { child, addr, dir, http: reqwest::Client::new() }
+        Sentinel {
+            child,
+            addr,
+            dir,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -184,20 +217,33 @@ impl Sentinel {
     }
 
     pub async fn get(&self, path: &str) -> serde_json::Value {
-        self.http.get(self.url(path)).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Send SIGTERM and wait for the exit code.
     pub async fn terminate(mut self) -> (Option<i32>, tempfile::TempDir) {
         let pid = self.child.id().unwrap();
-        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
         let exit = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
         let code = match exit {
             Ok(Ok(s)) => s.code(),
             _ => {
                 let _ = self.child.kill().await;
-                panic!("sentinel did not exit within 20 s of SIGTERM; log:\n{}", self.log());
+                panic!(
+                    "sentinel did not exit within 20 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
             }
         };
         (code, self.dir)
@@ -236,14 +282,19 @@ impl WebhookReceiver {
                     if f.load(std::sync::atomic::Ordering::SeqCst) {
                         return axum::http::StatusCode::SERVICE_UNAVAILABLE;
                     }
-                    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                    let v: serde_json::Value =
+                        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
                     r.lock().unwrap().push((headers, v));
                     axum::http::StatusCode::NO_CONTENT
                 }
             }),
         );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        WebhookReceiver { addr, received, failing }
+        WebhookReceiver {
+            addr,
+            received,
+            failing,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -251,11 +302,21 @@ impl WebhookReceiver {
     }
 
     pub fn bodies(&self) -> Vec<serde_json::Value> {
-        self.received.lock().unwrap().iter().map(|(_, b)| b.clone()).collect()
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 
     /// Wait for an event with this point and transition.
-    pub async fn wait_event(&self, point: &str, transition: &str, timeout: Duration) -> serde_json::Value {
+    pub async fn wait_event(
+        &self,
+        point: &str,
+        transition: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
         wait_for(&format!("webhook {transition} of {point}"), timeout, || {
             let found = self
                 .bodies()

@@ -8,7 +8,11 @@ fn check(text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(sentinel_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+    let out = Command::new(sentinel_bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -22,8 +26,18 @@ fn check_accepts_every_shipped_example() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = Command::new(sentinel_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
-            assert_eq!(out.status.code(), Some(0), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            let out = Command::new(sentinel_bin())
+                .args(["check", "-c"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -69,7 +83,10 @@ register = { table = "holding", address = 4 }
 
 #[test]
 fn check_on_a_missing_or_binary_file_fails_cleanly() {
-    let out = Command::new(sentinel_bin()).args(["check", "-c", "/nonexistent/sentinel.toml"]).output().unwrap();
+    let out = Command::new(sentinel_bin())
+        .args(["check", "-c", "/nonexistent/sentinel.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let (code, _, err) = check("\u{0}\u{1}\u{2}garbage[[[");
     assert_eq!(code, 64);
@@ -78,7 +95,10 @@ fn check_on_a_missing_or_binary_file_fails_cleanly() {
 
 #[test]
 fn version_is_printed() {
-    let out = Command::new(sentinel_bin()).arg("--version").output().unwrap();
+    let out = Command::new(sentinel_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("sentinel "));
 }

@@ -50,17 +50,30 @@ max_backoff_secs = 1
 
 async fn point(s: &Sentinel, tag: &str) -> Value {
     let points = s.get("/api/v1/points").await;
-    points.as_array().unwrap().iter().find(|p| p["tag"] == tag).cloned().unwrap()
+    points
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["tag"] == tag)
+        .cloned()
+        .unwrap()
 }
 
 async fn alarms_of(s: &Sentinel, state: &str, point: &str) -> Vec<Value> {
     let all = s.get(&format!("/api/v1/alarms?state={state}")).await;
-    all.as_array().unwrap().iter().filter(|a| a["point"] == point).cloned().collect()
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["point"] == point)
+        .cloned()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_to_delivered_alarm_and_back() {
-    let Some(device) = PyModbusDevice::start(&[]).await else { return };
+    let Some(device) = PyModbusDevice::start(&[]).await else {
+        return;
+    };
     let hook = WebhookReceiver::start().await;
     let sentinel = Sentinel::start(&config(device.port, &hook.url())).await;
     let t = Duration::from_secs(10);
@@ -76,7 +89,10 @@ async fn device_to_delivered_alarm_and_back() {
     // Over the limit: the alarm is in the API, at the receiver, and in the store.
     device.write_register(10, 60).await;
     let alarm = wait_for("an active TT-1 alarm", t, || async {
-        alarms_of(&sentinel, "active", "TT-1").await.into_iter().next()
+        alarms_of(&sentinel, "active", "TT-1")
+            .await
+            .into_iter()
+            .next()
     })
     .await;
     assert_eq!(alarm["state"], "active_unacked");
@@ -93,8 +109,13 @@ async fn device_to_delivered_alarm_and_back() {
         assert_eq!(headers["idempotency-key"], id.as_str());
     }
     let db = rusqlite::Connection::open(sentinel.data_dir().join("sentinel.db")).unwrap();
-    let in_journal: i64 =
-        db.query_row("SELECT COUNT(*) FROM journal WHERE event_id = ?1", [&id], |r| r.get(0)).unwrap();
+    let in_journal: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM journal WHERE event_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(in_journal, 1, "the raised event is in the journal");
     let stored: i64 = db
         .query_row(
@@ -108,7 +129,11 @@ async fn device_to_delivered_alarm_and_back() {
     // Inside the deadband (45..50) the alarm stays active.
     device.write_register(10, 47).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(alarms_of(&sentinel, "active", "TT-1").await.len(), 1, "cleared inside the deadband");
+    assert_eq!(
+        alarms_of(&sentinel, "active", "TT-1").await.len(),
+        1,
+        "cleared inside the deadband"
+    );
     assert!(hook.bodies().iter().all(|b| b["transition"] != "cleared"));
 
     // Below limit minus deadband it clears (returned, unacknowledged) and the receiver hears it.
@@ -131,22 +156,41 @@ async fn device_to_delivered_alarm_and_back() {
     let acked = hook.wait_event("TT-1", "acknowledged", t).await;
     assert_eq!(acked["by"], "operator-wang");
     assert!(alarms_of(&sentinel, "open", "TT-1").await.is_empty());
-    let again = sentinel.http.post(sentinel.url(&format!("/api/v1/alarms/{alarm_id}/ack"))).send().await.unwrap();
-    assert_eq!(again.status(), 404, "a finished alarm cannot be acknowledged again");
+    let again = sentinel
+        .http
+        .post(sentinel.url(&format!("/api/v1/alarms/{alarm_id}/ack")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status(),
+        404,
+        "a finished alarm cannot be acknowledged again"
+    );
 
     // The device dies: its point turns comm_lost (last good time kept) and a comm-loss alarm rises.
     let before = point(&sentinel, "TT-1").await;
     device.kill().await;
-    let lost = wait_for("a communication-loss alarm", Duration::from_secs(15), || async {
-        alarms_of(&sentinel, "active", "plc1").await.into_iter().find(|a| a["kind"] == "comm_loss")
-    })
+    let lost = wait_for(
+        "a communication-loss alarm",
+        Duration::from_secs(15),
+        || async {
+            alarms_of(&sentinel, "active", "plc1")
+                .await
+                .into_iter()
+                .find(|a| a["kind"] == "comm_loss")
+        },
+    )
     .await;
     assert_eq!(lost["state"], "active_unacked");
     hook.wait_event("plc1", "raised", t).await;
     let p = point(&sentinel, "TT-1").await;
     assert_eq!(p["quality"], "comm_lost");
     assert_eq!(p["value"], 44.0, "the last good value is kept");
-    assert!(p["time"].as_str() >= before["time"].as_str(), "never re-stamped forward past the last good value");
+    assert!(
+        p["time"].as_str() >= before["time"].as_str(),
+        "never re-stamped forward past the last good value"
+    );
 
     // SIGTERM: clean exit.
     let (code, _dir) = sentinel.terminate().await;
@@ -155,16 +199,30 @@ async fn device_to_delivered_alarm_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_refuses_bad_requests_clearly() {
-    let Some(device) = PyModbusDevice::start(&[]).await else { return };
+    let Some(device) = PyModbusDevice::start(&[]).await else {
+        return;
+    };
     let sentinel = Sentinel::start(&config(device.port, "http://127.0.0.1:9/unused")).await;
     let c = &sentinel.http;
-    let r = c.post(sentinel.url("/api/v1/alarms/999999/ack")).send().await.unwrap();
+    let r = c
+        .post(sentinel.url("/api/v1/alarms/999999/ack"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = c.post(sentinel.url("/api/v1/alarms/not-a-number/ack")).send().await.unwrap();
+    let r = c
+        .post(sentinel.url("/api/v1/alarms/not-a-number/ack"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("not an alarm id"));
-    let r = c.get(sentinel.url("/api/v1/alarms?state=bogus")).send().await.unwrap();
+    let r = c
+        .get(sentinel.url("/api/v1/alarms?state=bogus"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let r = c
         .post(sentinel.url("/api/v1/alarms/1/ack"))
@@ -176,11 +234,29 @@ async fn api_refuses_bad_requests_clearly() {
     assert_eq!(r.status(), 413);
     let r = c.get(sentinel.url("/api/v1/nothing")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let r = c.get(sentinel.url("/api/v1/points/NOPE/history")).send().await.unwrap();
+    let r = c
+        .get(sentinel.url("/api/v1/points/NOPE/history"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let health: Value = c.get(sentinel.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    let health: Value = c
+        .get(sentinel.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
-    let metrics = c.get(sentinel.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = c
+        .get(sentinel.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("sentinel_readings_received_total"));
     assert!(metrics.contains("sentinel_modbus_requests_total{device=\"plc1\",outcome=\"ok\"}"));
     let (code, _) = sentinel.terminate().await;

@@ -59,13 +59,31 @@ pub(super) struct RateState {
 
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Kind {
-    Limit { setpoint: f64, clear_at: f64, high: bool },
-    Rate { index: u32 },
-    Deviation { a: u32, b: u32, max: f64, clear_below: f64 },
+    Limit {
+        setpoint: f64,
+        clear_at: f64,
+        high: bool,
+    },
+    Rate {
+        index: u32,
+    },
+    Deviation {
+        a: u32,
+        b: u32,
+        max: f64,
+        clear_below: f64,
+    },
     Fault,
-    DataInterruption { after_ms: Millis },
-    Condition { index: u32 },
-    CommLoss { device: u32, after_ms: Millis },
+    DataInterruption {
+        after_ms: Millis,
+    },
+    Condition {
+        index: u32,
+    },
+    CommLoss {
+        device: u32,
+        after_ms: Millis,
+    },
 }
 
 /// One configured alarm and its detection state.
@@ -146,7 +164,11 @@ pub(super) fn build(config: EngineConfig, next_id: AlarmId) -> Engine {
             let deadband = limits.effective_deadband(rules.span);
             for lv in &limits.levels {
                 let high = lv.level.is_high();
-                let clear_at = if high { lv.setpoint - deadband } else { lv.setpoint + deadband };
+                let clear_at = if high {
+                    lv.setpoint - deadband
+                } else {
+                    lv.setpoint + deadband
+                };
                 if high {
                     calm_hi = calm_hi.min(lv.setpoint);
                 } else {
@@ -158,8 +180,15 @@ pub(super) fn build(config: EngineConfig, next_id: AlarmId) -> Engine {
                     calm_hi = f64::NEG_INFINITY;
                 }
                 let mut s = Slot::new(
-                    AlarmSource::Limit { point: pid, level: lv.level },
-                    Kind::Limit { setpoint: lv.setpoint, clear_at, high },
+                    AlarmSource::Limit {
+                        point: pid,
+                        level: lv.level,
+                    },
+                    Kind::Limit {
+                        setpoint: lv.setpoint,
+                        clear_at,
+                        high,
+                    },
                     i as u32,
                     device,
                     lv.priority,
@@ -183,8 +212,13 @@ pub(super) fn build(config: EngineConfig, next_id: AlarmId) -> Engine {
                 max_fall: rate.max_fall_per_min.unwrap_or(f64::INFINITY),
                 rate: f64::NAN,
             });
-            let mut s =
-                Slot::new(AlarmSource::RateOfChange { point: pid }, Kind::Rate { index }, i as u32, device, rate.priority);
+            let mut s = Slot::new(
+                AlarmSource::RateOfChange { point: pid },
+                Kind::Rate { index },
+                i as u32,
+                device,
+                rate.priority,
+            );
             s.on_delay_ms = rate.on_delay_ms;
             s.off_delay_ms = rate.off_delay_ms;
             slots.push(s);
@@ -194,8 +228,16 @@ pub(super) fn build(config: EngineConfig, next_id: AlarmId) -> Engine {
             if (d.other.0 as usize) < config.points.len() {
                 let slot = slots.len() as u32;
                 let mut s = Slot::new(
-                    AlarmSource::Deviation { point: pid, other: d.other },
-                    Kind::Deviation { a: i as u32, b: d.other.0, max: d.max_difference, clear_below: d.max_difference - d.deadband },
+                    AlarmSource::Deviation {
+                        point: pid,
+                        other: d.other,
+                    },
+                    Kind::Deviation {
+                        a: i as u32,
+                        b: d.other.0,
+                        max: d.max_difference,
+                        clear_below: d.max_difference - d.deadband,
+                    },
                     i as u32,
                     device,
                     d.priority,
@@ -208,14 +250,22 @@ pub(super) fn build(config: EngineConfig, next_id: AlarmId) -> Engine {
             }
         }
         if let Some(f) = &rules.fault {
-            let mut s = Slot::new(AlarmSource::Fault { point: pid }, Kind::Fault, i as u32, device, f.priority);
+            let mut s = Slot::new(
+                AlarmSource::Fault { point: pid },
+                Kind::Fault,
+                i as u32,
+                device,
+                f.priority,
+            );
             s.on_delay_ms = f.on_delay_ms;
             slots.push(s);
         }
         if let Some(d) = &rules.data_interruption {
             slots.push(Slot::new(
                 AlarmSource::DataInterruption { point: pid },
-                Kind::DataInterruption { after_ms: d.after_ms },
+                Kind::DataInterruption {
+                    after_ms: d.after_ms,
+                },
                 i as u32,
                 device,
                 d.priority,
@@ -242,7 +292,9 @@ pub(super) fn build(config: EngineConfig, next_id: AlarmId) -> Engine {
     for (i, c) in config.conditions.iter().enumerate() {
         let slot = slots.len() as u32;
         let mut s = Slot::new(
-            AlarmSource::Condition { condition: ConditionId(i as u32) },
+            AlarmSource::Condition {
+                condition: ConditionId(i as u32),
+            },
             Kind::Condition { index: i as u32 },
             NONE,
             NONE,
@@ -262,13 +314,21 @@ pub(super) fn build(config: EngineConfig, next_id: AlarmId) -> Engine {
     for (i, d) in config.devices.iter().enumerate() {
         let slot = slots.len() as u32;
         slots.push(Slot::new(
-            AlarmSource::CommLoss { device: DeviceId(i as u32) },
-            Kind::CommLoss { device: i as u32, after_ms: d.comm_loss_after_ms },
+            AlarmSource::CommLoss {
+                device: DeviceId(i as u32),
+            },
+            Kind::CommLoss {
+                device: i as u32,
+                after_ms: d.comm_loss_after_ms,
+            },
             NONE,
             i as u32,
             d.comm_loss_priority,
         ));
-        devices.push(DeviceState { slot, ..DeviceState::default() });
+        devices.push(DeviceState {
+            slot,
+            ..DeviceState::default()
+        });
     }
 
     // Compressed adjacency: deps of point p are deps[dep_start[p]..dep_start[p + 1]].
@@ -285,8 +345,11 @@ pub(super) fn build(config: EngineConfig, next_id: AlarmId) -> Engine {
         }
     }
     let deps = edges.into_iter().map(|(_, d)| d).collect();
-    let slot_of: HashMap<AlarmSource, u32> =
-        slots.iter().enumerate().map(|(i, s)| (s.source, i as u32)).collect();
+    let slot_of: HashMap<AlarmSource, u32> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.source, i as u32))
+        .collect();
 
     Engine {
         config,

@@ -20,10 +20,20 @@ pub(super) struct Judgement {
     pub limit: Option<f64>,
 }
 
-const UNKNOWN: Judgement = Judgement { raise: false, clear: false, value: None, limit: None };
+const UNKNOWN: Judgement = Judgement {
+    raise: false,
+    clear: false,
+    value: None,
+    limit: None,
+};
 
 fn judged(raise: bool, value: f64, limit: f64) -> Judgement {
-    Judgement { raise, clear: !raise, value: Some(value), limit: Some(limit) }
+    Judgement {
+        raise,
+        clear: !raise,
+        value: Some(value),
+        limit: Some(limit),
+    }
 }
 
 /// The usable value of a reading, if it has one.
@@ -34,7 +44,10 @@ fn usable(r: &Reading) -> Option<f64> {
 /// Qualities that mean the signal itself is broken. Communication loss is the device's alarm
 /// and silence is the data-interruption alarm; neither is a sensor fault.
 const fn is_fault(q: Quality) -> bool {
-    matches!(q, Quality::SensorFault | Quality::BadValue | Quality::DeviceException)
+    matches!(
+        q,
+        Quality::SensorFault | Quality::BadValue | Quality::DeviceException
+    )
 }
 
 const fn is_fresh(q: Quality) -> bool {
@@ -42,7 +55,11 @@ const fn is_fresh(q: Quality) -> bool {
 }
 
 fn value_of(points: &[PointState], p: PointId) -> f64 {
-    points.get(p.0 as usize).and_then(|s| s.last.as_ref()).and_then(usable).unwrap_or(f64::NAN)
+    points
+        .get(p.0 as usize)
+        .and_then(|s| s.last.as_ref())
+        .and_then(usable)
+        .unwrap_or(f64::NAN)
 }
 
 impl Engine {
@@ -81,12 +98,31 @@ impl Engine {
 
     fn evaluate(&self, slot: usize, now: Millis) -> Judgement {
         let s = &self.slots[slot];
-        let last = || self.points.get(s.point as usize).and_then(|p| p.last.as_ref());
+        let last = || {
+            self.points
+                .get(s.point as usize)
+                .and_then(|p| p.last.as_ref())
+        };
         match s.kind {
-            Kind::Limit { setpoint, clear_at, high } => {
-                let Some(v) = last().and_then(usable) else { return UNKNOWN };
-                let (raise, clear) = if high { (v >= setpoint, v < clear_at) } else { (v <= setpoint, v > clear_at) };
-                Judgement { raise, clear, value: Some(v), limit: Some(setpoint) }
+            Kind::Limit {
+                setpoint,
+                clear_at,
+                high,
+            } => {
+                let Some(v) = last().and_then(usable) else {
+                    return UNKNOWN;
+                };
+                let (raise, clear) = if high {
+                    (v >= setpoint, v < clear_at)
+                } else {
+                    (v <= setpoint, v > clear_at)
+                };
+                Judgement {
+                    raise,
+                    clear,
+                    value: Some(v),
+                    limit: Some(setpoint),
+                }
             }
             Kind::Rate { index } => {
                 let r = &self.rates[index as usize];
@@ -98,43 +134,99 @@ impl Engine {
                 } else if -r.rate > r.max_fall {
                     judged(true, r.rate, -r.max_fall)
                 } else {
-                    judged(false, r.rate, if r.rate >= 0.0 { r.max_rise } else { -r.max_fall })
+                    judged(
+                        false,
+                        r.rate,
+                        if r.rate >= 0.0 {
+                            r.max_rise
+                        } else {
+                            -r.max_fall
+                        },
+                    )
                 }
             }
-            Kind::Deviation { a, b, max, clear_below } => {
-                let diff = (value_of(&self.points, PointId(a)) - value_of(&self.points, PointId(b))).abs();
+            Kind::Deviation {
+                a,
+                b,
+                max,
+                clear_below,
+            } => {
+                let diff =
+                    (value_of(&self.points, PointId(a)) - value_of(&self.points, PointId(b))).abs();
                 if diff.is_nan() {
                     return UNKNOWN;
                 }
-                Judgement { raise: diff >= max, clear: diff < clear_below, value: Some(diff), limit: Some(max) }
+                Judgement {
+                    raise: diff >= max,
+                    clear: diff < clear_below,
+                    value: Some(diff),
+                    limit: Some(max),
+                }
             }
             Kind::Fault => match last() {
                 Some(r) if is_fault(r.quality) || (r.quality.is_good() && !r.value.is_finite()) => {
-                    Judgement { raise: true, clear: false, value: None, limit: None }
+                    Judgement {
+                        raise: true,
+                        clear: false,
+                        value: None,
+                        limit: None,
+                    }
                 }
-                Some(r) if usable(r).is_some() => Judgement { raise: false, clear: true, value: None, limit: None },
+                Some(r) if usable(r).is_some() => Judgement {
+                    raise: false,
+                    clear: true,
+                    value: None,
+                    limit: None,
+                },
                 _ => UNKNOWN,
             },
             Kind::DataInterruption { after_ms } => {
-                let Some(fresh) = self.points.get(s.point as usize).and_then(|p| p.last_fresh) else {
+                let Some(fresh) = self.points.get(s.point as usize).and_then(|p| p.last_fresh)
+                else {
                     return UNKNOWN;
                 };
                 let silent = now - fresh;
-                Judgement { raise: silent >= after_ms, clear: silent < after_ms, value: None, limit: None }
+                Judgement {
+                    raise: silent >= after_ms,
+                    clear: silent < after_ms,
+                    value: None,
+                    limit: None,
+                }
             }
             Kind::Condition { index } => {
-                let Some(rule) = self.config.conditions.get(index as usize) else { return UNKNOWN };
+                let Some(rule) = self.config.conditions.get(index as usize) else {
+                    return UNKNOWN;
+                };
                 match rule.when.evaluate(|p| value_of(&self.points, p)) {
-                    Truth::True => Judgement { raise: true, clear: false, value: None, limit: None },
-                    Truth::False => Judgement { raise: false, clear: true, value: None, limit: None },
+                    Truth::True => Judgement {
+                        raise: true,
+                        clear: false,
+                        value: None,
+                        limit: None,
+                    },
+                    Truth::False => Judgement {
+                        raise: false,
+                        clear: true,
+                        value: None,
+                        limit: None,
+                    },
                     Truth::Unknown => UNKNOWN,
                 }
             }
             Kind::CommLoss { device, after_ms } => {
-                let Some(d) = self.devices.get(device as usize) else { return UNKNOWN };
-                let Some(since) = d.last_ok.or(d.watch_from) else { return UNKNOWN };
+                let Some(d) = self.devices.get(device as usize) else {
+                    return UNKNOWN;
+                };
+                let Some(since) = d.last_ok.or(d.watch_from) else {
+                    return UNKNOWN;
+                };
                 let silent = now - since;
-                Judgement { raise: silent >= after_ms, clear: silent < after_ms, value: None, limit: None }
+                Judgement {
+                    raise: silent >= after_ms,
+                    clear: silent < after_ms,
+                    value: None,
+                    limit: None,
+                }
             }
         }
     }
@@ -200,7 +292,9 @@ impl Engine {
     }
 
     fn update_rate(&mut self, p: usize, reading: &Reading) {
-        let Some(rate_index) = self.point_rate_index(p) else { return };
+        let Some(rate_index) = self.point_rate_index(p) else {
+            return;
+        };
         let r = &mut self.rates[rate_index];
         let Some(v) = usable(reading) else {
             r.rate = f64::NAN;
@@ -215,11 +309,19 @@ impl Engine {
             return;
         }
         let newest = r.samples[(usize::from(r.next) + 3) % 4];
-        let oldest = if r.len < 4 { r.samples[0] } else { r.samples[usize::from(r.next)] };
+        let oldest = if r.len < 4 {
+            r.samples[0]
+        } else {
+            r.samples[usize::from(r.next)]
+        };
         let dt = t - oldest.0;
         // Half a window at least, so that the first samples after a start are not judged on
         // a few seconds of noise.
-        r.rate = if dt >= 2 * r.spacing_ms { (v - oldest.1) / dt as f64 * 60_000.0 } else { f64::NAN };
+        r.rate = if dt >= 2 * r.spacing_ms {
+            (v - oldest.1) / dt as f64 * 60_000.0
+        } else {
+            f64::NAN
+        };
         if t - newest.0 >= r.spacing_ms {
             r.samples[usize::from(r.next)] = (t, v);
             r.next = (r.next + 1) % 4;
@@ -230,14 +332,21 @@ impl Engine {
     fn point_rate_index(&self, p: usize) -> Option<usize> {
         let point = &self.points[p];
         let first = point.first_slot as usize;
-        self.slots[first..first + point.n_slots as usize].iter().find_map(|s| match s.kind {
-            Kind::Rate { index } => Some(index as usize),
-            _ => None,
-        })
+        self.slots[first..first + point.n_slots as usize]
+            .iter()
+            .find_map(|s| match s.kind {
+                Kind::Rate { index } => Some(index as usize),
+                _ => None,
+            })
     }
 
     fn judge_suppression(&mut self, q: usize, now: Millis, out: &mut Vec<AlarmEvent>) {
-        let Some(cond) = self.config.points.get(q).and_then(|p| p.suppress_when.as_ref()) else {
+        let Some(cond) = self
+            .config
+            .points
+            .get(q)
+            .and_then(|p| p.suppress_when.as_ref())
+        else {
             return;
         };
         let suppressed = match cond.evaluate(|p| value_of(&self.points, p)) {
@@ -268,7 +377,9 @@ impl Engine {
                     }
                     self.judge_slot(slot, now, out);
                 }
-                _ if s.raising_since.is_some() || s.clearing_since.is_some() => self.judge_slot(slot, now, out),
+                _ if s.raising_since.is_some() || s.clearing_since.is_some() => {
+                    self.judge_slot(slot, now, out)
+                }
                 _ => {}
             }
         }

@@ -46,8 +46,11 @@ impl Engine {
     /// The hidden state a slot's alarm must be in now, if any.
     pub(super) fn hidden_state(&self, slot: usize) -> Option<AlarmState> {
         let s = &self.slots[slot];
-        let by_design =
-            s.source.is_process() && self.points.get(s.point as usize).is_some_and(|p| p.design_suppressed);
+        let by_design = s.source.is_process()
+            && self
+                .points
+                .get(s.point as usize)
+                .is_some_and(|p| p.design_suppressed);
         if s.oos > 0 {
             Some(AlarmState::OutOfService)
         } else if s.suppress > 0 || by_design {
@@ -90,7 +93,9 @@ impl Engine {
             self.emit(idx, Transition::Raised, now, None, None, out);
             return;
         }
-        let Some(idx) = self.open_index(slot) else { return };
+        let Some(idx) = self.open_index(slot) else {
+            return;
+        };
         let latch = self.slots[slot].latch;
         let a = &mut self.open[idx];
         a.state = match a.state {
@@ -174,7 +179,10 @@ impl Engine {
     }
 
     fn find_open(&self, id: AlarmId) -> Result<usize, CommandError> {
-        self.open.iter().position(|a| a.id == id).ok_or(CommandError::UnknownAlarm(id))
+        self.open
+            .iter()
+            .position(|a| a.id == id)
+            .ok_or(CommandError::UnknownAlarm(id))
     }
 
     /// Operator acknowledgement.
@@ -244,14 +252,24 @@ impl Engine {
     pub(super) fn realarm_due(&mut self, now: Millis, out: &mut Vec<AlarmEvent>) {
         for idx in 0..self.open.len() {
             let slot = self.open_slot[idx] as usize;
-            let Some(realarm) = self.slots[slot].realarm_ms else { continue };
+            let Some(realarm) = self.slots[slot].realarm_ms else {
+                continue;
+            };
             let a = &mut self.open[idx];
-            let due = a.state == AlarmState::ActiveAcked && a.acked_at.is_some_and(|t| now - t >= realarm);
+            let due = a.state == AlarmState::ActiveAcked
+                && a.acked_at.is_some_and(|t| now - t >= realarm);
             if due {
                 a.state = AlarmState::ActiveUnacked;
                 a.acked_at = None;
                 a.acked_by = None;
-                self.emit(idx, Transition::Realarmed, now, None, Some("still active after the re-alarm time"), out);
+                self.emit(
+                    idx,
+                    Transition::Realarmed,
+                    now,
+                    None,
+                    Some("still active after the re-alarm time"),
+                    out,
+                );
             }
         }
     }

@@ -77,7 +77,9 @@ impl CommandError {
     pub const fn is_not_found(&self) -> bool {
         matches!(
             self,
-            CommandError::UnknownAlarm(_) | CommandError::UnknownSource(_) | CommandError::UnknownScope(_)
+            CommandError::UnknownAlarm(_)
+                | CommandError::UnknownSource(_)
+                | CommandError::UnknownScope(_)
         )
     }
 }
@@ -181,7 +183,13 @@ impl Engine {
 
     /// A device answered (`ok`) or failed to. Only answers matter for communication loss; the
     /// alarm itself is raised by [`Engine::tick`] once the silence has lasted long enough.
-    pub fn on_device_status(&mut self, device: DeviceId, ok: bool, now: Millis, out: &mut Vec<AlarmEvent>) {
+    pub fn on_device_status(
+        &mut self,
+        device: DeviceId,
+        ok: bool,
+        now: Millis,
+        out: &mut Vec<AlarmEvent>,
+    ) {
         let Some(state) = self.devices.get_mut(device.0 as usize) else {
             return;
         };
@@ -233,11 +241,16 @@ impl Engine {
 
     /// The last reading the engine saw for a point.
     pub fn last_reading(&self, point: PointId) -> Option<&Reading> {
-        self.points.get(point.0 as usize).and_then(|p| p.last.as_ref())
+        self.points
+            .get(point.0 as usize)
+            .and_then(|p| p.last.as_ref())
     }
 
     pub fn point_summary(&self, point: PointId) -> PointAlarmSummary {
-        let mut summary = PointAlarmSummary { open: 0, worst: AlarmState::Normal };
+        let mut summary = PointAlarmSummary {
+            open: 0,
+            worst: AlarmState::Normal,
+        };
         for a in &self.open {
             if a.source.point() == Some(point) {
                 summary.open += 1;
@@ -252,7 +265,9 @@ impl Engine {
     /// Whether the point's process alarms are suppressed by design right now (its
     /// `suppress_when` condition holds).
     pub fn is_suppressed_by_design(&self, point: PointId) -> bool {
-        self.points.get(point.0 as usize).is_some_and(|p| p.design_suppressed)
+        self.points
+            .get(point.0 as usize)
+            .is_some_and(|p| p.design_suppressed)
     }
 
     pub fn config(&self) -> &EngineConfig {

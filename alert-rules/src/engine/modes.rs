@@ -101,7 +101,15 @@ impl Engine {
         if duration_ms <= 0 || duration_ms > max_ms {
             return Err(CommandError::InvalidUntil { max_ms });
         }
-        self.begin_mode(Mode::Shelved, Scope::Alarm(source), Some(now + duration_ms), by, reason, now, out)
+        self.begin_mode(
+            Mode::Shelved,
+            Scope::Alarm(source),
+            Some(now + duration_ms),
+            by,
+            reason,
+            now,
+            out,
+        )
     }
 
     pub fn unshelve(
@@ -113,7 +121,14 @@ impl Engine {
         out: &mut Vec<AlarmEvent>,
     ) -> Result<(), CommandError> {
         require(by, reason)?;
-        self.end_mode(Mode::Shelved, Scope::Alarm(source), Some(by), Some(reason), now, out)
+        self.end_mode(
+            Mode::Shelved,
+            Scope::Alarm(source),
+            Some(by),
+            Some(reason),
+            now,
+            out,
+        )
     }
 
     /// Take alarms out of service for maintenance until `until` (at most the configured maximum
@@ -189,7 +204,10 @@ impl Engine {
     pub fn restore_modes(&mut self, records: Vec<ModeRecord>) -> Vec<ModeRecord> {
         let mut orphans = Vec::new();
         for rec in records {
-            let exists = self.records.iter().any(|r| r.mode == rec.mode && r.scope == rec.scope);
+            let exists = self
+                .records
+                .iter()
+                .any(|r| r.mode == rec.mode && r.scope == rec.scope);
             match self.scope_slots(rec.mode, rec.scope) {
                 Ok(slots) if !exists => {
                     self.count(rec.mode, &slots, true);
@@ -213,7 +231,7 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn begin_mode(
+    pub(super) fn begin_mode(
         &mut self,
         mode: Mode,
         scope: Scope,
@@ -225,10 +243,24 @@ impl Engine {
     ) -> Result<(), CommandError> {
         require(by, reason)?;
         let slots = self.scope_slots(mode, scope)?;
-        let record = ModeRecord { mode, scope, since: now, until, by: by.to_owned(), reason: reason.to_owned() };
-        if let Some(existing) = self.records.iter_mut().find(|r| r.mode == mode && r.scope == scope) {
+        let record = ModeRecord {
+            mode,
+            scope,
+            since: now,
+            until,
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Some(existing) = self
+            .records
+            .iter_mut()
+            .find(|r| r.mode == mode && r.scope == scope)
+        {
             // A renewal: new end time and reason, same alarms hidden.
-            *existing = ModeRecord { since: existing.since, ..record };
+            *existing = ModeRecord {
+                since: existing.since,
+                ..record
+            };
         } else {
             self.count(mode, &slots, true);
             self.records.push(record);
@@ -282,7 +314,11 @@ impl Engine {
 
     /// End the modes whose time ran out.
     pub(super) fn expire_modes(&mut self, now: Millis, out: &mut Vec<AlarmEvent>) {
-        while let Some(rec) = self.records.iter().find(|r| r.until.is_some_and(|u| u <= now)) {
+        while let Some(rec) = self
+            .records
+            .iter()
+            .find(|r| r.until.is_some_and(|u| u <= now))
+        {
             let (mode, scope) = (rec.mode, rec.scope);
             let why = match mode {
                 Mode::Shelved => "shelving time ran out",
@@ -295,7 +331,13 @@ impl Engine {
     }
 
     /// The point's `suppress_when` condition changed.
-    pub(super) fn set_design_suppression(&mut self, q: usize, on: bool, now: Millis, out: &mut Vec<AlarmEvent>) {
+    pub(super) fn set_design_suppression(
+        &mut self,
+        q: usize,
+        on: bool,
+        now: Millis,
+        out: &mut Vec<AlarmEvent>,
+    ) {
         self.points[q].design_suppressed = on;
         let reason = self.config.points[q]
             .suppress_when
@@ -350,9 +392,14 @@ impl Engine {
             },
             _ if mode == Mode::Shelved => Err(CommandError::ShelveNeedsAlarm(scope)),
             Scope::Point(p) => {
-                let point = self.points.get(p.0 as usize).ok_or(CommandError::UnknownScope(scope))?;
+                let point = self
+                    .points
+                    .get(p.0 as usize)
+                    .ok_or(CommandError::UnknownScope(scope))?;
                 let first = point.first_slot as usize;
-                Ok((first..first + point.n_slots as usize).filter(|&i| keep(&self.slots[i])).collect())
+                Ok((first..first + point.n_slots as usize)
+                    .filter(|&i| keep(&self.slots[i]))
+                    .collect())
             }
             Scope::Device(d) => {
                 if d.0 as usize >= self.devices.len() {

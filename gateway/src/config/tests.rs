@@ -3,7 +3,12 @@ use std::collections::HashMap;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> EnvSource {
-    EnvSource::Map(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<HashMap<_, _>>())
+    EnvSource::Map(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+    )
 }
 
 fn load(toml: &str) -> Result<Config, ConfigErrors> {
@@ -51,7 +56,10 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.store.retention_days, 30);
     assert_eq!(c.http.listen, "127.0.0.1:8080");
     let Device::ModbusTcp(d) = &c.devices[0];
-    assert_eq!((d.port, d.unit_id, d.poll_interval_ms, d.timeout_ms), (502, 1, 1000, 1000));
+    assert_eq!(
+        (d.port, d.unit_id, d.poll_interval_ms, d.timeout_ms),
+        (502, 1, 1000, 1000)
+    );
     assert_eq!(c.points[0].register.scale, 1.0);
 }
 
@@ -88,9 +96,15 @@ register = { table = "holding", address = 3 }
 "#;
     let e = load(toml).unwrap_err();
     let p = paths(&e);
-    assert!(p.contains(&"devices[0].poll_interval_ms") || p.iter().any(|p| p.starts_with("devices[0]")), "{e}");
+    assert!(
+        p.contains(&"devices[0].poll_interval_ms") || p.iter().any(|p| p.starts_with("devices[0]")),
+        "{e}"
+    );
     assert!(p.iter().any(|p| p.starts_with("points[1].register")), "{e}");
-    assert!(p.contains(&"points[3].device") || p.contains(&"points[2].device"), "{e}");
+    assert!(
+        p.contains(&"points[3].device") || p.contains(&"points[2].device"),
+        "{e}"
+    );
     assert!(e.0.len() >= 3, "{e}");
     // The device that failed to parse is not blamed again by the points that name it.
     assert!(!e.to_string().contains("no device is named \"d1\""), "{e}");
@@ -100,12 +114,24 @@ register = { table = "holding", address = 3 }
 fn unknown_keys_are_rejected_everywhere() {
     for (toml, path) in [
         (format!("{MINIMAL}\n[bogus]\nx = 1\n"), "bogus"),
-        (MINIMAL.replace("name = \"Test\"", "name = \"Test\"\nnmae = 1"), "site.nmae"),
-        (MINIMAL.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nhots = 1"), "devices[0]"),
-        (MINIMAL.replace("kind = \"level\"", "kind = \"level\"\nunits = \"m\""), "points[0].units"),
+        (
+            MINIMAL.replace("name = \"Test\"", "name = \"Test\"\nnmae = 1"),
+            "site.nmae",
+        ),
+        (
+            MINIMAL.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nhots = 1"),
+            "devices[0]",
+        ),
+        (
+            MINIMAL.replace("kind = \"level\"", "kind = \"level\"\nunits = \"m\""),
+            "points[0].units",
+        ),
     ] {
         let e = load(&toml).unwrap_err();
-        assert!(e.0.iter().any(|e| e.path.starts_with(path)), "expected an error at {path}, got:\n{e}");
+        assert!(
+            e.0.iter().any(|e| e.path.starts_with(path)),
+            "expected an error at {path}, got:\n{e}"
+        );
     }
 }
 
@@ -136,7 +162,10 @@ fn duplicate_tags_and_devices_are_refused() {
 fn environment_overrides_deployment_values() {
     let c = load_str(
         MINIMAL,
-        env(&[("SENTINEL__HTTP__LISTEN", "0.0.0.0:9000"), ("SENTINEL__STORE__RETENTION_DAYS", "90")]),
+        env(&[
+            ("SENTINEL__HTTP__LISTEN", "0.0.0.0:9000"),
+            ("SENTINEL__STORE__RETENTION_DAYS", "90"),
+        ]),
     )
     .unwrap();
     assert_eq!(c.http.listen, "0.0.0.0:9000");
@@ -158,8 +187,17 @@ fn a_missing_site_is_reported() {
 #[test]
 fn garbage_input_never_panics() {
     let samples = [
-        "", "\0", "[[[", "site = 5", "[site]\nid = []", "points = 3", "[[points]]\n", "devices = [1, 2]",
-        "[site]\nid=\"a\"\nname=\"b\"\n[[points]]\nregister = \"x\"", "\u{feff}[site]", "[store]\nretention_days = -1",
+        "",
+        "\0",
+        "[[[",
+        "site = 5",
+        "[site]\nid = []",
+        "points = 3",
+        "[[points]]\n",
+        "devices = [1, 2]",
+        "[site]\nid=\"a\"\nname=\"b\"\n[[points]]\nregister = \"x\"",
+        "\u{feff}[site]",
+        "[store]\nretention_days = -1",
         "[site]\nid=\"a\"\nname=\"b\"\n[[devices]]\nprotocol=\"mqtt\"\nname=\"x\"",
         "[site]\nid=\"a\"\nname=\"b\"\n[[points]]\ntag=\"x\"\ndevice=\"d\"\nkind=\"k\"\nregister={table=\"holding\",address=65535,type=\"f64\"}",
     ];
