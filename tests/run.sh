@@ -214,7 +214,7 @@ then
     log "pymodbus and aiosmtpd already installed"
 else
     log "pip install"
-    "$VENV_PY" -m pip install -q --disable-pip-version-check --upgrade 'pymodbus>=3.6,<4' aiosmtpd
+    "$VENV_PY" -m pip install -q --disable-pip-version-check --upgrade 'pymodbus>=3.6,<4' pyserial aiosmtpd
 fi
 log "$("$VENV_PY" -c 'import pymodbus, aiosmtpd; print("pymodbus", pymodbus.__version__, "aiosmtpd", aiosmtpd.__version__)')"
 

@@ -462,14 +462,11 @@ impl<R: FnMut(&str) -> Option<PointId>> Parser<'_, R> {
     fn expr(&mut self, min_bp: u8) -> Result<(), ParseError> {
         self.operand()?;
         let mut compared = false;
-        loop {
-            let Some(Token {
-                kind: TokenKind::Sym(sym),
-                pos,
-            }) = self.peek_token().cloned()
-            else {
-                break;
-            };
+        while let Some(Token {
+            kind: TokenKind::Sym(sym),
+            pos,
+        }) = self.peek_token().cloned()
+        {
             let Some((lbp, rbp, op)) = infix(sym) else {
                 break;
             };

@@ -20,7 +20,7 @@ pub use alarm::{
 pub use condition::{Condition, ParseError, Truth};
 pub use engine::{CommandError, Engine, Mode, ModeEvent, ModeRecord, PointAlarmSummary, Scope};
 pub use reading::{DeviceId, Millis, PointId, Quality, QualityClass, Reading};
-// RISK
+pub use risk::{Colour, ColourChange, RiskMap, RiskUnit, RiskUnitConfig};
 pub use rules::{
     ConditionRule, ConfigIssue, DataInterruptionRule, DeviationRule, DeviceRules, EngineConfig,
     FaultRule, LimitLevel, LimitRule, PointRules, PriorityMap, RateRule, Span,

@@ -82,7 +82,7 @@ impl Span {
 
     /// The value at `pct` percent of the span.
     pub fn at_pct(self, pct: f64) -> f64 {
-        self.low + pct / 100.0 * self.width()
+        self.low + self.width() * pct / 100.0
     }
 }
 

@@ -4,6 +4,7 @@
 use alert_rules::{DeviceId, Millis, Reading};
 
 pub mod modbus;
+pub mod mqtt;
 pub mod sim;
 
 /// What a driver task sends to the engine. One bounded channel carries all of them; a full

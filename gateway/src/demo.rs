@@ -19,6 +19,7 @@ pub struct DemoOptions {
     pub data_dir: PathBuf,
     /// Scenario time compression (1 = real time).
     pub speed: f64,
+    pub ready_file: Option<PathBuf>,
 }
 
 /// The demo configuration with the simulated devices' addresses filled in.
@@ -31,7 +32,9 @@ pub fn demo_config(
     config.http.listen = options.listen.clone();
     config.store.data_dir = options.data_dir.clone();
     for device in &mut config.devices {
-        let Device::ModbusTcp(d) = device;
+        let Device::ModbusTcp(d) = device else {
+            continue;
+        };
         let (_, addr) = devices
             .iter()
             .find(|(name, _)| *name == d.name)
@@ -48,7 +51,7 @@ pub async fn demo(options: DemoOptions, shutdown: CancellationToken) -> anyhow::
     let result = run(
         config,
         RunOptions {
-            ready_file: None,
+            ready_file: options.ready_file.clone(),
             announce: Some(|addr| {
                 println!();
                 println!("  Sentinel demo plant is running.");

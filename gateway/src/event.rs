@@ -2,6 +2,7 @@
 //! journal. Documented in docs/api.md. `id` is stable per transition and serves as the
 //! idempotency key: a receiver that sees the same `id` twice has seen the same event twice.
 
+use alert_rules::engine::{ModeEvent, Scope};
 use alert_rules::{Alarm, AlarmEvent, AlarmSource, Millis};
 use serde::Serialize;
 
@@ -75,7 +76,7 @@ impl AlarmJson {
             ),
             AlarmSource::Fault { .. } => format!("{point} measurement fault"),
             AlarmSource::DataInterruption { .. } => format!("{point} has sent no data"),
-            AlarmSource::Condition { .. } => format!("condition {point} holds"),
+            AlarmSource::Condition { .. } => point.clone(),
         };
         AlarmJson {
             alarm_id: alarm.id,
@@ -122,4 +123,88 @@ fn fmt_num(v: Option<f64>) -> String {
                 .to_owned()
         },
     )
+}
+
+/// A mode record of the journal: an alarm, point or device was shelved, suppressed or taken out
+/// of service (`entered`), or that ended. Journaled, shown in the API, never announced.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeEventJson {
+    pub id: String,
+    pub site: String,
+    pub kind: &'static str,
+    pub mode: &'static str,
+    /// What it applies to: a point's tag, a device's name, or an alarm (`TAG:kind[:level]`).
+    pub scope: String,
+    pub entered: bool,
+    pub at: String,
+    pub until: Option<String>,
+    pub by: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl ModeEventJson {
+    pub fn new(plant: &Plant, e: &ModeEvent) -> ModeEventJson {
+        ModeEventJson {
+            // Unique even across restarts within one millisecond: the journal refuses duplicates.
+            id: format!("{}-mode-{}-{:016x}", plant.site.id, e.at, fastrand::u64(..)),
+            site: plant.site.id.clone(),
+            kind: "mode",
+            mode: e.mode.as_str(),
+            scope: scope_name(plant, &e.scope),
+            entered: e.entered,
+            at: rfc3339(e.at),
+            until: e.until.map(rfc3339),
+            by: e.by.clone(),
+            reason: e.reason.clone(),
+        }
+    }
+}
+
+/// A scope as people name it.
+pub fn scope_name(plant: &Plant, scope: &Scope) -> String {
+    match scope {
+        Scope::Point(p) => plant.point(*p).map_or_else(|| format!("point-{}", p.0), |p| p.tag.clone()),
+        Scope::Device(d) => plant.device_name(*d).to_owned(),
+        Scope::Alarm(source) => {
+            let (name, _, _) = plant.describe(source);
+            match source.level() {
+                Some(level) => format!("{name}:{}:{}", source.kind(), level.as_str()),
+                None => format!("{name}:{}", source.kind()),
+            }
+        }
+    }
+}
+
+/// A change of a risk unit's live colour, or of the site's. Journaled; the map shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColourChangeJson {
+    pub id: String,
+    pub site: String,
+    pub kind: &'static str,
+    /// The risk unit's id, or `site` for the site as a whole.
+    pub unit: String,
+    pub from: &'static str,
+    pub to: &'static str,
+    pub at: String,
+    /// The alarm whose event caused it; none when a hold time ran out.
+    pub alarm_id: Option<u64>,
+}
+
+impl ColourChangeJson {
+    pub fn new(plant: &Plant, c: &alert_rules::ColourChange) -> ColourChangeJson {
+        let unit = match c.unit {
+            Some(u) => plant.risk_units.get(u as usize).map_or_else(|| format!("unit-{u}"), |u| u.id.clone()),
+            None => "site".to_owned(),
+        };
+        ColourChangeJson {
+            id: format!("{}-colour-{}-{:016x}", plant.site.id, c.at, fastrand::u64(..)),
+            site: plant.site.id.clone(),
+            kind: "risk_colour",
+            unit,
+            from: c.from.as_str(),
+            to: c.to.as_str(),
+            at: rfc3339(c.at),
+            alarm_id: c.alarm,
+        }
+    }
 }

@@ -12,11 +12,16 @@ mod config;
 mod demo;
 mod engine_task;
 mod event;
+mod journal;
 mod metrics;
 mod notify;
 mod plant;
+mod rulebook;
 mod run;
+mod sink;
 mod store;
+mod systemd;
+mod tickets;
 
 /// Exit code for an invalid configuration (EX_USAGE... EX_DATAERR in sysexits: 64 is EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -50,6 +55,11 @@ enum Commands {
         #[arg(long)]
         explain: bool,
     },
+    /// Work with the alarm journal.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
     /// Run the built-in simulated plant with Sentinel watching it (no external service needed).
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -59,6 +69,22 @@ enum Commands {
         /// Play the scenarios faster (2 = twice as fast).
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
+        /// Write the HTTP server's bound address to this file once it listens.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Check the hash chain; report the first edited, deleted or inserted record (exit 1).
+    Verify {
+        /// The configuration whose store to check.
+        #[arg(short, long, conflicts_with = "data_dir", required_unless_present = "data_dir")]
+        config: Option<PathBuf>,
+        /// The data directory holding sentinel.db.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -67,6 +93,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Commands::Check { config, explain } => check(&config, explain),
+        Commands::Journal { command: JournalCommand::Verify { config, data_dir } } => journal_verify(config, data_dir),
         Commands::Run { config, ready_file } => {
             let config = match config::load_file(&config, config::EnvSource::Process) {
                 Ok(c) => c,
@@ -87,6 +114,7 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             speed,
+            ready_file,
         } => {
             if !(speed.is_finite() && speed > 0.0) {
                 eprintln!("error: --speed must be a positive number");
@@ -98,6 +126,7 @@ fn main() -> ExitCode {
                         listen,
                         data_dir,
                         speed,
+                        ready_file,
                     },
                     shutdown,
                 )
@@ -109,6 +138,9 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path, explain: bool) -> ExitCode {
     match config::load_file(path, config::EnvSource::Process) {
         Ok(c) => {
+            for w in &plant::Plant::new(&c).rulebook().warnings {
+                eprintln!("warning: {w}");
+            }
             if explain {
                 let plant = plant::Plant::new(&c);
                 for settings in plant.modbus_devices() {
@@ -140,6 +172,40 @@ fn check(path: &std::path::Path, explain: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => report_config_errors(path, &errors),
+    }
+}
+
+fn journal_verify(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
+    let data_dir = match (config, data_dir) {
+        (_, Some(dir)) => dir,
+        (Some(path), None) => match config::load_file(&path, config::EnvSource::Process) {
+            Ok(c) => c.store.data_dir,
+            Err(errors) => return report_config_errors(&path, &errors),
+        },
+        (None, None) => return ExitCode::from(EXIT_CONFIG),
+    };
+    let db = data_dir.join(store::DB_FILE);
+    if !db.exists() {
+        eprintln!("error: no store at {}", db.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let result = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|conn| journal::verify(&conn));
+    match result {
+        Ok(v) => match v.first_problem {
+            None => {
+                println!("journal intact: {} records, head {}", v.records, v.head);
+                ExitCode::SUCCESS
+            }
+            Some(problem) => {
+                println!("journal TAMPERED: {problem} ({} records read)", v.records);
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("error: reading the journal in {}: {e}", db.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use drivers::modbus::DeviceMetrics;
 
+#[path = "metrics_mqtt.rs"]
+mod metrics_mqtt;
+
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
@@ -62,6 +65,21 @@ impl LabelledCounter {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.insert((a.to_owned(), b.to_owned()), v);
     }
+    pub fn add(&self, a: &str, b: &str, n: u64) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry((a.to_owned(), b.to_owned())).or_default() += n;
+    }
+    #[cfg(test)]
+    pub fn get(&self, a: &str, b: &str) -> u64 {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&(a.to_owned(), b.to_owned())).copied().unwrap_or(0)
+    }
     fn snapshot(&self) -> Vec<((String, String), u64)> {
         let map = self
             .0
@@ -81,6 +99,8 @@ pub struct Metrics {
     pub store_errors: Counter,
     pub store_commit_seconds: Timing,
     pub engine_queue_depth: Counter,
+    /// Advanced by every engine tick; the systemd watchdog watches it.
+    pub engine_heartbeat: Counter,
     /// (kind, transition)
     pub alarm_events: LabelledCounter,
     /// (channel, outcome)
@@ -88,6 +108,33 @@ pub struct Metrics {
     /// (channel, "") → pending rows
     pub outbox_pending: LabelledCounter,
     pub devices: Mutex<Vec<(String, Arc<DeviceMetrics>)>>,
+    /// MQTT ingest, by device name.
+    pub mqtt: Mutex<Vec<(String, Arc<drivers::mqtt::MqttMetrics>)>>,
+    /// Upstream sinks and store losses (see `render_sinks`).
+    pub sinks: SinkMetrics,
+}
+
+/// Counters of the upstream sinks and of what the store had to give up.
+#[derive(Debug, Default)]
+pub struct SinkMetrics {
+    /// (sink, "") → points accepted upstream
+    pub points_sent: LabelledCounter,
+    /// (sink, outcome) → write requests
+    pub requests: LabelledCounter,
+    /// (sink, "") → readings stored but not yet forwarded
+    pub backlog: LabelledCounter,
+    /// (sink, "") → 1 while the last attempt failed
+    pub failing: LabelledCounter,
+    /// (sink, "") → points written to the dead-letter table
+    pub dead_letter_points: LabelledCounter,
+    /// (reason, "") → readings the store dropped (disk_budget, retention_unforwarded, salvage)
+    pub readings_dropped: LabelledCounter,
+    /// Wall-clock ms of the last loss (dead letter or dropped readings); 0 = none since start.
+    pub last_loss_ms: Counter,
+    /// 1 while the store is over its disk budget.
+    pub store_over_budget: Counter,
+    /// Bytes the store's live pages use.
+    pub store_used_bytes: Counter,
 }
 
 impl Metrics {
@@ -176,7 +223,51 @@ impl Metrics {
             );
         }
         self.render_devices(&mut out);
+        metrics_mqtt::render(&self.mqtt, &mut out);
+        self.render_sinks(&mut out);
         out
+    }
+
+    fn render_sinks(&self, out: &mut String) {
+        let s = &self.sinks;
+        let one = |out: &mut String, name: &str, help: &str, kind: &str, label: &str, c: &LabelledCounter| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for ((a, _), v) in c.snapshot() {
+                let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", escape(&a));
+            }
+        };
+        one(out, "sentinel_sink_points_sent_total", "Points accepted by an upstream sink.", "counter", "sink", &s.points_sent);
+        labelled(out, "sentinel_sink_requests_total", "Upstream write requests by sink and outcome.", "counter", ["sink", "outcome"], &s.requests);
+        one(out, "sentinel_sink_backlog_points", "Stored readings not yet forwarded, by sink.", "gauge", "sink", &s.backlog);
+        one(out, "sentinel_sink_failing", "1 while a sink's last write attempt failed.", "gauge", "sink", &s.failing);
+        one(out, "sentinel_sink_dead_letter_points_total", "Points refused upstream and kept in the dead-letter table.", "counter", "sink", &s.dead_letter_points);
+        one(out, "sentinel_readings_dropped_total", "Readings the store gave up, by reason.", "counter", "reason", &s.readings_dropped);
+        let _ = writeln!(
+            out,
+            "# HELP sentinel_store_over_budget 1 while the store is over its disk budget.\n# TYPE sentinel_store_over_budget gauge\nsentinel_store_over_budget {}\n# HELP sentinel_store_used_bytes Bytes used by the store's live pages.\n# TYPE sentinel_store_used_bytes gauge\nsentinel_store_used_bytes {}",
+            s.store_over_budget.get(),
+            s.store_used_bytes.get()
+        );
+    }
+
+    /// Why the gateway is not ready, if it is not: a failing sink, a store over budget, or a
+    /// loss (dead letter, dropped readings) within the last `window_ms`.
+    pub fn not_ready_reasons(&self, now_ms: i64, window_ms: i64) -> Vec<String> {
+        let s = &self.sinks;
+        let mut reasons = Vec::new();
+        for ((sink, _), v) in s.failing.snapshot() {
+            if v > 0 {
+                reasons.push(format!("sink {sink} is failing"));
+            }
+        }
+        if s.store_over_budget.get() > 0 {
+            reasons.push("the store is over its disk budget".to_owned());
+        }
+        let last = s.last_loss_ms.get() as i64;
+        if last > 0 && now_ms - last < window_ms {
+            reasons.push("data was dead-lettered or dropped recently (see sentinel_readings_dropped_total, sentinel_sink_dead_letter_points_total)".to_owned());
+        }
+        reasons
     }
 
     fn render_devices(&self, out: &mut String) {
@@ -273,7 +364,7 @@ fn labelled(
     }
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

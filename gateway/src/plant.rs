@@ -4,19 +4,24 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use alert_rules::{
-    AlarmSource, DeviceId, DeviceRules, EngineConfig, LimitLevel, LimitRule, PointId, PointRules,
-};
-use drivers::modbus::{DeviceSettings, Endpoint, PolledPoint};
+use alert_rules::{AlarmSource, DeviceId, EngineConfig, PointId};
+use drivers::modbus::{DeviceSettings, Endpoint, PolledPoint, SerialLine};
 
 use crate::config::{Config, Device, Point, Site};
+
+#[path = "plant_mqtt.rs"]
+mod mqtt;
 
 pub struct Plant {
     pub site: Site,
     pub points: Vec<Point>,
     pub devices: Vec<Device>,
+    pub conditions: Vec<crate::config::ConditionConfig>,
+    pub risk_units: Vec<crate::config::RiskUnitSettings>,
     tags: HashMap<String, PointId>,
     device_ids: HashMap<String, DeviceId>,
+    /// The rules as the engine takes them, built once.
+    rules: Option<crate::rulebook::Rulebook>,
 }
 
 impl Plant {
@@ -34,13 +39,34 @@ impl Plant {
             .enumerate()
             .map(|(i, d)| (d.name().to_owned(), DeviceId(i as u32)))
             .collect();
-        Plant {
+        let mut plant = Plant {
             site: config.site.clone(),
             points: config.points.clone(),
             devices: config.devices.clone(),
+            conditions: config.conditions.clone(),
+            risk_units: config.risk_units.clone(),
             tags,
             device_ids,
-        }
+            rules: None,
+        };
+        let e = &config.engine;
+        plant.rules = Some(crate::rulebook::build(
+            &plant,
+            (e.max_shelve_secs * 1000) as i64,
+            (e.max_out_of_service_hours * 3_600_000) as i64,
+        ));
+        plant
+    }
+
+    /// The rules, and any problems and warnings found while building them.
+    pub fn rulebook(&self) -> &crate::rulebook::Rulebook {
+        // Set in `new`, before the plant is handed out.
+        self.rules.as_ref().unwrap_or_else(|| unreachable!("Plant::new builds the rulebook"))
+    }
+
+    /// Name and area of a condition alarm.
+    pub fn condition(&self, id: alert_rules::ConditionId) -> Option<&(String, String)> {
+        self.rulebook().conditions.get(id.0 as usize)
     }
 
     pub fn point(&self, id: PointId) -> Option<&Point> {
@@ -61,79 +87,69 @@ impl Plant {
 
     /// What the alarm engine watches.
     pub fn engine_config(&self) -> EngineConfig {
-        let points = self
-            .points
-            .iter()
-            .map(|p| PointRules {
-                device: self.device_id(&p.device),
-                limits: p.limits.as_ref().map(|l| LimitRule {
-                    levels: l
-                        .levels
-                        .iter()
-                        .map(|lv| LimitLevel {
-                            level: lv.level,
-                            setpoint: lv.setpoint,
-                            priority: lv.priority(),
-                        })
-                        .collect(),
-                    deadband: l.deadband,
-                    on_delay_ms: l.on_delay_ms as i64,
-                    off_delay_ms: l.off_delay_ms as i64,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .collect();
-        let devices = self
-            .devices
-            .iter()
-            .map(|d| {
-                let Device::ModbusTcp(m) = d;
-                DeviceRules {
-                    comm_loss_after_ms: (m.comm_loss_after_secs * 1000) as i64,
-                    comm_loss_priority: m.comm_loss_priority,
-                    ..Default::default()
-                }
-            })
-            .collect();
-        EngineConfig {
-            points,
-            devices,
-            ..Default::default()
-        }
+        self.rulebook().engine.clone()
     }
 
-    /// One poll task's settings per Modbus device.
+    /// Poll settings per Modbus device (unit); `drivers::modbus::group_links` puts the units
+    /// that share an endpoint on one connection or bus.
     pub fn modbus_devices(&self) -> Vec<DeviceSettings> {
         self.devices
             .iter()
             .enumerate()
-            .map(|(i, d)| {
-                let Device::ModbusTcp(m) = d;
+            .filter_map(|(i, d)| {
+                let o = d.modbus()?;
+                let endpoint = match d {
+                    Device::ModbusTcp(m) => Endpoint::Tcp { host: m.host.clone(), port: m.port },
+                    Device::ModbusRtuOverTcp(m) => Endpoint::RtuOverTcp { host: m.host.clone(), port: m.port },
+                    Device::ModbusRtu(m) => Endpoint::Serial(SerialLine {
+                        path: m.serial_port.clone(),
+                        baud_rate: m.baud_rate,
+                        parity: m.parity,
+                        data_bits: m.data_bits,
+                        stop_bits: m.stop_bits,
+                    }),
+                    Device::Mqtt(_) => return None,
+                };
                 let points = self
                     .points
                     .iter()
                     .enumerate()
-                    .filter(|(_, p)| p.device == m.name)
-                    .map(|(j, p)| PolledPoint {
-                        id: PointId(j as u32),
-                        register: p.register.clone(),
+                    .filter(|(_, p)| p.device == d.name())
+                    .filter_map(|(j, p)| {
+                        // Validation keeps 1-based addresses at 1 or more, and requires a
+                        // register for every Modbus point.
+                        let mut register = p.register.clone()?;
+                        register.address = register.address.saturating_sub(o.address_base);
+                        if let Some(status) = &mut register.status {
+                            status.address = status.address.saturating_sub(o.address_base);
+                        }
+                        Some(PolledPoint { id: PointId(j as u32), register, span: p.span })
                     })
                     .collect();
-                DeviceSettings {
+                Some(DeviceSettings {
                     id: DeviceId(i as u32),
-                    name: m.name.clone(),
-                    endpoint: Endpoint::Tcp {
-                        host: m.host.clone(),
-                        port: m.port,
-                    },
-                    unit_id: m.unit_id,
-                    poll_interval: Duration::from_millis(m.poll_interval_ms),
-                    timeout: Duration::from_millis(m.timeout_ms),
-                    max_registers_per_request: m.max_registers_per_request,
-                    max_gap: m.max_gap,
+                    name: d.name().to_owned(),
+                    endpoint,
+                    unit_id: o.unit_id,
+                    poll_interval: Duration::from_millis(o.poll_interval_ms),
+                    timeout: Duration::from_millis(o.timeout_ms),
+                    max_registers_per_request: o.max_registers_per_request,
+                    max_gap: o.max_gap,
+                    frame_gap: Duration::from_millis(o.frame_gap_ms),
                     points,
-                }
+                })
+            })
+            .collect()
+    }
+
+    /// One ingest task's settings per MQTT device.
+    pub fn mqtt_devices(&self) -> Vec<drivers::mqtt::MqttDeviceSettings> {
+        self.devices
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| {
+                let Device::Mqtt(m) = d else { return None };
+                Some(mqtt::settings(&self.site, DeviceId(i as u32), m, &self.points))
             })
             .collect()
     }
@@ -152,6 +168,9 @@ impl Plant {
                 String::new(),
                 String::new(),
             );
+        }
+        if let Some(c) = source.condition().and_then(|c| self.condition(c)) {
+            return (c.0.clone(), c.1.clone(), String::new());
         }
         (source.to_string(), String::new(), String::new())
     }

@@ -79,6 +79,21 @@ pub async fn run(
         channels.push(channel);
         wakers.push(wake);
     }
+    // Escalation along the responsibility chains, e-mail and hazard tickets.
+    let hook_wakes = wakers.clone();
+    let people = crate::notify::people::prepare(&config, &data_dir, &metrics, &hook_wakes, &mut channels, &mut wakers)?;
+
+    // The MQTT publisher is one more channel; its task starts once the engine can answer it.
+    let mqtt_outbox = match &config.notify.mqtt {
+        Some(_) => {
+            let wake = Arc::new(Notify::new());
+            let outbox = Outbox::open(&data_dir, crate::notify::mqtt::CHANNEL.to_owned())?;
+            channels.push(crate::notify::mqtt::CHANNEL.to_owned());
+            wakers.push(Arc::clone(&wake));
+            Some((outbox, wake))
+        }
+        None => None,
+    };
 
     let (committed_tx, _) = broadcast::channel(256);
     let (store_handle, writer_thread) = store::spawn_writer(
@@ -90,6 +105,7 @@ pub async fn run(
             committed: committed_tx,
             metrics: Arc::clone(&metrics),
             journal_head,
+            disk_budget_bytes: config.store.disk_budget_mb.saturating_mul(1024 * 1024),
         },
         STORE_QUEUE,
     );
@@ -100,11 +116,28 @@ pub async fn run(
     for sender in senders {
         notifier_tasks.spawn(sender.run(notify_drain.clone(), notify_stop.clone()));
     }
+    // The upstream sink drains the store like a notifier drains its outbox, with the same
+    // grace period at shutdown; whatever it could not send waits in the store for the next run.
+    if let Some(influx) = &config.upstream.influxdb {
+        let sink = crate::sink::influx::InfluxSink {
+            config: influx.clone(),
+            data_dir: data_dir.clone(),
+            plant: Arc::clone(&plant),
+            metrics: Arc::clone(&metrics),
+        };
+        notifier_tasks.spawn(sink.run(notify_drain.clone(), notify_stop.clone()));
+    }
 
     // Engine.
     let (field_tx, field_rx) = mpsc::channel(config.engine.channel_capacity);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let engine_stop = CancellationToken::new();
+    // The live site status: colour, alarm counts, points online (for the uplink and views).
+    let (status_tx, status_rx) = tokio::sync::watch::channel(crate::engine_task::SiteStatus::empty(
+        &plant.site.id,
+        &plant.site.name,
+        plant.site.risk_colour,
+    ));
     let engine_task = tokio::spawn(
         EngineTask {
             engine,
@@ -114,6 +147,7 @@ pub async fn run(
             flush_interval: Duration::from_millis(config.store.flush_interval_ms),
             tick_interval: Duration::from_millis(config.engine.tick_ms),
             retention: Duration::from_secs(u64::from(config.store.retention_days) * 86_400),
+            status: status_tx,
         }
         .run(field_rx, cmd_rx, engine_stop.clone()),
     );
@@ -121,19 +155,48 @@ pub async fn run(
     // Drivers.
     let drivers_stop = CancellationToken::new();
     let mut driver_tasks = Vec::new();
-    for settings in plant.modbus_devices() {
-        let device_metrics = Arc::new(drivers::modbus::DeviceMetrics::default());
-        metrics
-            .devices
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((settings.name.clone(), Arc::clone(&device_metrics)));
-        driver_tasks.push(drivers::modbus::spawn_supervised(
-            settings,
+    // One task per link: devices that share an endpoint (a TCP gateway, a serial bus) share
+    // its connection, so the line sees one request at a time.
+    for link in drivers::modbus::group_links(plant.modbus_devices()) {
+        let link_metrics: Vec<_> = link
+            .units
+            .iter()
+            .map(|settings| {
+                let device_metrics = Arc::new(drivers::modbus::DeviceMetrics::default());
+                metrics
+                    .devices
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((settings.name.clone(), Arc::clone(&device_metrics)));
+                device_metrics
+            })
+            .collect();
+        driver_tasks.push(drivers::modbus::spawn_link_supervised(
+            link,
             field_tx.clone(),
-            device_metrics,
+            link_metrics,
             drivers_stop.clone(),
         ));
+    }
+    for settings in plant.mqtt_devices() {
+        let mqtt_metrics = Arc::new(drivers::mqtt::MqttMetrics::default());
+        metrics
+            .mqtt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((settings.name.clone(), Arc::clone(&mqtt_metrics)));
+        driver_tasks.push(drivers::mqtt::spawn(settings, field_tx.clone(), mqtt_metrics, drivers_stop.clone()));
+    }
+    if let (Some(mqtt), Some((outbox, wake))) = (&config.notify.mqtt, mqtt_outbox) {
+        let sender = crate::notify::mqtt::MqttSender {
+            config: mqtt.clone(),
+            site: plant.site.clone(),
+            outbox,
+            wake,
+            metrics: Arc::clone(&metrics),
+            commands: cmd_tx.clone(),
+        };
+        notifier_tasks.spawn(sender.run(notify_drain.clone(), notify_stop.clone()));
     }
     // Held until the drivers have stopped: the engine ends when the last sender is gone.
     let field_keepalive = field_tx;
@@ -143,13 +206,17 @@ pub async fn run(
         .await
         .with_context(|| format!("binding the HTTP server to {}", config.http.listen))?;
     let addr = listener.local_addr()?;
+    let people_api = people.api(cmd_tx.clone());
+    people.spawn(&mut notifier_tasks, notify_drain.clone(), notify_stop.clone(), notify_stop.clone());
     let app = api::router(AppState {
         commands: cmd_tx,
         metrics: Arc::clone(&metrics),
         plant: Arc::clone(&plant),
         data_dir: data_dir.clone(),
         started,
-    });
+        status: status_rx.clone(),
+    })
+    .merge(people_api);
     let http_stop = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -171,8 +238,11 @@ pub async fn run(
     if let Some(announce) = options.announce {
         announce(addr);
     }
+    crate::systemd::notify("READY=1");
+    crate::systemd::spawn_watchdog(Arc::clone(&metrics), shutdown.clone());
 
     shutdown.cancelled().await;
+    crate::systemd::notify("STOPPING=1");
     tracing::info!("Stopping: drivers first, then the engine, then the store.");
     drivers_stop.cancel();
     for t in driver_tasks {

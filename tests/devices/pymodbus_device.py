@@ -31,6 +31,15 @@ Connection behaviour
     --hang                connections are accepted and everything sent is
                           read and discarded; no request is ever answered
 
+Serial and RTU framing (extra servers on the same registers)
+    --serial PATH         also serve Modbus RTU on the serial device PATH (for
+                          tests, one end of a socat pty pair), at --baud
+    --rtu-over-tcp-port P also serve RTU frames over TCP on port P, as a serial
+                          device server would
+    On these two, a request for a unit id that is not configured gets no
+    answer at all, as on a real RTU bus. The TCP port keeps working, so a test
+    can write values over TCP and read them over RTU.
+
 Once listening it prints "READY <port>" on stdout (flushed); with --port 0 the
 port is chosen by the kernel and <port> is the one in use. SIGTERM or SIGINT
 stops it with exit code 0.
@@ -57,6 +66,13 @@ from pymodbus import exceptions as _pm_exceptions
 from pymodbus.datastore import context as _pm_context
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer
+
+try:  # pymodbus >= 3.7
+    from pymodbus import FramerType as _FramerType
+
+    RTU_FRAMER = _FramerType.RTU
+except ImportError:  # older releases name framers by string
+    RTU_FRAMER = "rtu"
 
 try:  # pymodbus >= 3.11; earlier releases take the plain exception code
     from pymodbus.constants import ExcCodes as _ExcCodes
@@ -243,6 +259,44 @@ async def start_backend(context: ServerContext):
     raise RuntimeError(f"pymodbus server did not start: {last_error}")
 
 
+async def start_rtu_servers(args, context: ServerContext) -> list:
+    """The optional RTU servers: serial (--serial) and RTU over TCP (--rtu-over-tcp-port)."""
+    servers = []
+    if args.serial:
+        from pymodbus.server import ModbusSerialServer
+
+        server = ModbusSerialServer(
+            context,
+            framer=RTU_FRAMER,
+            port=args.serial,
+            baudrate=args.baud,
+            bytesize=8,
+            parity="N",
+            stopbits=1,
+            ignore_missing_devices=True,
+        )
+        servers.append((server, asyncio.ensure_future(server.serve_forever())))
+    if args.rtu_over_tcp_port is not None:
+        server = ModbusTcpServer(
+            context,
+            framer=RTU_FRAMER,
+            address=(args.host, args.rtu_over_tcp_port),
+            ignore_missing_devices=True,
+        )
+        task = asyncio.ensure_future(server.serve_forever())
+        servers.append((server, task))
+        for _ in range(50):
+            if task.done() or await port_accepts(args.rtu_over_tcp_port):
+                break
+            await asyncio.sleep(0.1)
+    # Give the serial server a moment to open its port before READY is announced.
+    await asyncio.sleep(0.3)
+    for _server, task in servers:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise RuntimeError(f"RTU server did not start: {task.exception()!r}")
+    return servers
+
+
 async def stop_backend(server, task) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(server.shutdown(), 2)
@@ -355,6 +409,12 @@ def parse_args(argv=None):
         "--illegal-from", type=int, default=None, metavar="N",
         help="addresses >= N answer ILLEGAL DATA ADDRESS (tables are N long)",
     )
+    p.add_argument("--serial", default=None, metavar="PATH", help="also serve RTU on this serial device")
+    p.add_argument("--baud", type=int, default=19200, help="baud rate of --serial (default 19200)")
+    p.add_argument(
+        "--rtu-over-tcp-port", type=int, default=None, metavar="PORT",
+        help="also serve RTU frames over TCP on this port",
+    )
     p.add_argument("--verbose", action="store_true", help="pymodbus debug log on stderr")
     args = p.parse_args(argv)
     if args.size < 1 or args.size > 65536:
@@ -387,8 +447,11 @@ async def main(argv=None) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     backend = None
+    rtu_servers = []
     if not args.hang:
-        backend = await start_backend(ServerContext(units))
+        context = ServerContext(units)
+        backend = await start_backend(context)
+        rtu_servers = await start_rtu_servers(args, context)
     front = Front(args, backend[2] if backend else None)
     listener = await asyncio.start_server(front.handle, args.host, args.port, reuse_address=True)
     port = listener.sockets[0].getsockname()[1]
@@ -410,6 +473,8 @@ async def main(argv=None) -> int:
         await asyncio.wait(pending, timeout=2)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(listener.wait_closed(), 2)
+    for server, task in rtu_servers:
+        await stop_backend(server, task)
     if backend:
         await stop_backend(backend[0], backend[1])
     return 0

@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod mqtt;
+
 /// The value of a service variable, or `None` (test skipped) when it is not set.
 pub fn service(var: &str) -> Option<String> {
     match std::env::var(var) {
@@ -325,5 +327,218 @@ impl WebhookReceiver {
             async move { found }
         })
         .await
+    }
+}
+
+/// A private VictoriaMetrics (from `SENTINEL_TEST_VM_BIN`) with its own port and storage, for
+/// tests that stop and restart it.
+pub struct VictoriaMetrics {
+    child: Option<Child>,
+    pub port: u16,
+    storage: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl VictoriaMetrics {
+    /// `None` when the binary is not available (test skipped).
+    pub async fn start_private(extra_args: &[&str]) -> Option<VictoriaMetrics> {
+        service("SENTINEL_TEST_VM_BIN")?;
+        let mut vm = VictoriaMetrics {
+            child: None,
+            port: free_port(),
+            storage: tempfile::tempdir().unwrap(),
+            extra: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        vm.start().await;
+        Some(vm)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Start (again) on the same port and storage.
+    pub async fn start(&mut self) {
+        let bin = std::env::var("SENTINEL_TEST_VM_BIN").unwrap();
+        let child = Command::new(bin)
+            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .arg(format!("-storageDataPath={}", self.storage.path().display()))
+            .args(["-retentionPeriod=100y", "-search.latencyOffset=0s", "-search.disableCache", "-loggerLevel=ERROR"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let health = format!("{}/health", self.url());
+        let http = reqwest::Client::new();
+        wait_for("VictoriaMetrics to answer /health", Duration::from_secs(30), || {
+            let req = http.get(&health).send();
+            async move { req.await.ok().filter(|r| r.status().is_success()).map(drop) }
+        })
+        .await;
+    }
+
+    /// SIGTERM (VictoriaMetrics flushes what it holds) and wait for the exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            }
+            if tokio::time::timeout(Duration::from_secs(20), child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// Samples per series in VictoriaMetrics for a selector, keyed `name{point}`, after a flush.
+pub async fn vm_counts(base: &str, selector: &str) -> std::collections::BTreeMap<String, usize> {
+    vm_export(base, selector).await.into_iter().map(|(k, v)| (k, v.len())).collect()
+}
+
+/// Every series matching `selector`: `name{point}` → (timestamp ms, value) pairs. Several
+/// export lines of one series are merged.
+pub async fn vm_export(base: &str, selector: &str) -> std::collections::BTreeMap<String, Vec<(i64, f64)>> {
+    let http = reqwest::Client::new();
+    let _ = http.get(format!("{base}/internal/force_flush")).send().await;
+    let body = http
+        .get(format!("{base}/api/v1/export"))
+        .query(&[("match[]", selector)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut out: std::collections::BTreeMap<String, Vec<(i64, f64)>> = Default::default();
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let name = v["metric"]["__name__"].as_str().unwrap_or("?");
+        let point = v["metric"]["point"].as_str().unwrap_or("?");
+        let entry = out.entry(format!("{name}{{{point}}}")).or_default();
+        let ts = v["timestamps"].as_array().unwrap();
+        let vals = v["values"].as_array().unwrap();
+        for (t, x) in ts.iter().zip(vals) {
+            entry.push((t.as_i64().unwrap(), x.as_f64().unwrap_or(f64::NAN)));
+        }
+    }
+    out
+}
+
+/// Poll VictoriaMetrics until its counts equal `expected` (or `timeout` passes); returns the last
+/// counts seen, for the caller to assert on.
+pub async fn vm_wait_counts(
+    base: &str,
+    selector: &str,
+    expected: &std::collections::BTreeMap<String, usize>,
+    timeout: Duration,
+) -> std::collections::BTreeMap<String, usize> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let got = vm_counts(base, selector).await;
+        if &got == expected || tokio::time::Instant::now() >= deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// What the store holds, in the same keys as [`vm_counts`]: `{kind}_value{tag}` counts readings
+/// with a value, `{kind}_quality{tag}` counts every reading. `kinds` maps tag → kind.
+pub fn store_counts(data_dir: &Path, kinds: &[(&str, &str)]) -> std::collections::BTreeMap<String, usize> {
+    let db = rusqlite::Connection::open(data_dir.join("sentinel.db")).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for (tag, kind) in kinds {
+        let (all, with_value): (i64, i64) = db
+            .query_row(
+                "SELECT COUNT(*), COUNT(r.value) FROM readings r JOIN points p ON p.id = r.point WHERE p.tag = ?1",
+                [tag],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        if with_value > 0 {
+            out.insert(format!("{kind}_value{{{tag}}}"), with_value as usize);
+        }
+        if all > 0 {
+            out.insert(format!("{kind}_quality{{{tag}}}"), all as usize);
+        }
+    }
+    out
+}
+
+/// A site id no other test (or earlier run against the same VictoriaMetrics) uses.
+pub fn unique_site(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+impl PyModbusDevice {
+    /// Write holding registers of one unit (mirrored into its input registers).
+    pub async fn write_registers_unit(&self, unit: u8, address: u16, values: &[u16]) {
+        use tokio_modbus::prelude::*;
+        let mut ctx = tcp::connect_slave(self.addr(), Slave(unit)).await.unwrap();
+        ctx.write_multiple_registers(address, values).await.unwrap().unwrap();
+        let _ = ctx.disconnect().await;
+    }
+
+    /// Write coils of one unit (mirrored into its discrete inputs).
+    pub async fn write_coils_unit(&self, unit: u8, address: u16, values: &[bool]) {
+        use tokio_modbus::prelude::*;
+        let mut ctx = tcp::connect_slave(self.addr(), Slave(unit)).await.unwrap();
+        ctx.write_multiple_coils(address, values).await.unwrap().unwrap();
+        let _ = ctx.disconnect().await;
+    }
+}
+
+impl Sentinel {
+    /// `/metrics` as text.
+    pub async fn metrics_text(&self) -> String {
+        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// The value of one sample line of `/metrics` (`name{labels}`), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+    }
+}
+
+/// A virtual serial cable: two pseudo-terminals joined by socat (`SENTINEL_TEST_SOCAT_BIN`).
+/// Whatever is written to one end is read at the other, like two RS-485 adapters on one pair.
+pub struct SerialPair {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub a: PathBuf,
+    pub b: PathBuf,
+}
+
+impl SerialPair {
+    /// `None` when socat is not available (test skipped).
+    pub async fn start() -> Option<SerialPair> {
+        let socat = service("SENTINEL_TEST_SOCAT_BIN")?;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let child = Command::new(socat)
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        wait_for("socat's pty links", Duration::from_secs(10), || {
+            let ready = a.exists() && b.exists();
+            async move { ready.then_some(()) }
+        })
+        .await;
+        Some(SerialPair { child, _dir: dir, a, b })
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
     }
 }

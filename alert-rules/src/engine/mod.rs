@@ -223,6 +223,11 @@ impl Engine {
     }
 
     /// The open alarm of one source, if any.
+    /// The open alarm with this id, if it is open.
+    pub fn open_alarm_by_id(&self, id: AlarmId) -> Option<&Alarm> {
+        self.open.iter().find(|a| a.id == id)
+    }
+
     pub fn open_alarm(&self, source: AlarmSource) -> Option<&Alarm> {
         let slot = *self.slot_of.get(&source)?;
         let idx = self.slots[slot as usize].open;

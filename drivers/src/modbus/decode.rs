@@ -14,7 +14,9 @@
 //! swap its two bytes and `CDAB` leaves it alone. A `bit` of a register counts from the least
 //! significant bit of the register's value after that reordering.
 
-use super::{DataType, RegisterSpec, Table, WordOrder};
+use alert_rules::Quality;
+
+use super::{DataType, RegisterSpec, Signal, StatusSpec, Table, WordOrder};
 
 impl DataType {
     /// How many 16-bit registers one value of this type occupies.
@@ -113,8 +115,77 @@ impl RegisterSpec {
         if !self.scale.is_finite() || !self.offset.is_finite() {
             return Err(SpecError::NonFiniteScaling);
         }
+        if self.signal == Signal::Ma4To20 && self.data_type == DataType::Bool {
+            return Err(SpecError::SignalNeedsNumber);
+        }
+        if let Some(status) = &self.status {
+            if status.table.is_bits() {
+                return Err(SpecError::StatusNeedsRegister);
+            }
+            if let Some(bit) = status.bits().find(|&b| b > 15) {
+                return Err(SpecError::BitOutOfRange(bit));
+            }
+        }
         Ok(())
     }
+
+    /// The status word's location as a point spec of its own (one `u16`).
+    pub fn status_register(&self) -> Option<RegisterSpec> {
+        self.status
+            .as_ref()
+            .map(|s| RegisterSpec::new(s.table, s.address, DataType::U16))
+    }
+}
+
+impl StatusSpec {
+    fn bits(&self) -> impl Iterator<Item = u8> {
+        [self.fault_bit, self.warmup_bit, self.calibration_bit]
+            .into_iter()
+            .flatten()
+    }
+
+    /// What the status word says about the point's reading: `Good` when no configured bit is
+    /// set; a fault wins over warm-up and calibration.
+    pub fn quality(&self, word: u16) -> Quality {
+        let set = |bit: Option<u8>| bit.is_some_and(|b| b < 16 && word >> b & 1 == 1);
+        if set(self.fault_bit) {
+            Quality::SensorFault
+        } else if set(self.warmup_bit) || set(self.calibration_bit) {
+            Quality::NotMeasuring
+        } else {
+            Quality::Good
+        }
+    }
+}
+
+/// NAMUR NE43 limits of a 4–20 mA loop, in mA.
+pub mod ne43 {
+    /// At or below: sensor or loop failure (bad).
+    pub const FAIL_LOW: f64 = 3.6;
+    /// Below (and above [`FAIL_LOW`]): under-range saturation (uncertain).
+    pub const VALID_LOW: f64 = 3.8;
+    /// Above (and below [`FAIL_HIGH`]): over-range saturation (uncertain).
+    pub const VALID_HIGH: f64 = 20.5;
+    /// At or above: sensor failure (bad).
+    pub const FAIL_HIGH: f64 = 21.0;
+}
+
+/// A loop current in mA → the engineering value over `span` (4 mA = low, 20 mA = high) and the
+/// quality NAMUR NE43 gives it: 3.8..=20.5 good; 3.6..3.8 and 20.5..21 saturated (uncertain,
+/// the value is still extrapolated linearly, since a saturated-high gas reading is evidence);
+/// ≤ 3.6 or ≥ 21 a sensor fault (bad, no value).
+pub fn from_milliamps(ma: f64, span: [f64; 2]) -> (f64, Quality) {
+    if !ma.is_finite() || ma <= ne43::FAIL_LOW || ma >= ne43::FAIL_HIGH {
+        return (f64::NAN, Quality::SensorFault);
+    }
+    let [lo, hi] = span;
+    let value = lo + (ma - 4.0) / 16.0 * (hi - lo);
+    let quality = if (ne43::VALID_LOW..=ne43::VALID_HIGH).contains(&ma) {
+        Quality::Good
+    } else {
+        Quality::Saturated
+    };
+    (value, quality)
 }
 
 /// A register spec that can never produce a value.
@@ -130,6 +201,10 @@ pub enum SpecError {
     PastAddressSpace { address: u16, width: u16 },
     #[error("scale and offset must be finite numbers")]
     NonFiniteScaling,
+    #[error("a 4-20 mA signal needs a numeric type, not bool")]
+    SignalNeedsNumber,
+    #[error("a status word is read from a holding or input register")]
+    StatusNeedsRegister,
 }
 
 /// Why a response could not be turned into a value; the reading's quality becomes `BadValue`.
@@ -238,14 +313,50 @@ mod tests {
 
     fn spec(data_type: DataType, word_order: WordOrder) -> RegisterSpec {
         RegisterSpec {
-            table: Table::Holding,
-            address: 0,
-            data_type,
             word_order,
-            bit: None,
-            scale: 1.0,
-            offset: 0.0,
+            ..RegisterSpec::new(Table::Holding, 0, data_type)
         }
+    }
+
+    #[test]
+    fn ne43_bands() {
+        let span = [0.0, 100.0];
+        assert_eq!(from_milliamps(4.0, span), (0.0, Quality::Good));
+        assert_eq!(from_milliamps(12.0, span), (50.0, Quality::Good));
+        assert_eq!(from_milliamps(20.0, span), (100.0, Quality::Good));
+        assert_eq!(from_milliamps(3.8, span).1, Quality::Good);
+        assert_eq!(from_milliamps(20.5, span).1, Quality::Good);
+        let (v, q) = from_milliamps(3.7, span);
+        assert_eq!(q, Quality::Saturated);
+        assert!((v - -1.875).abs() < 1e-9);
+        assert_eq!(from_milliamps(20.9, span).1, Quality::Saturated);
+        for bad in [3.6, 3.0, 0.0, 21.0, 22.5, f64::NAN] {
+            let (v, q) = from_milliamps(bad, span);
+            assert_eq!(q, Quality::SensorFault, "{bad} mA");
+            assert!(v.is_nan());
+        }
+    }
+
+    #[test]
+    fn status_word_bits_map_to_quality() {
+        let s = StatusSpec {
+            table: Table::Input,
+            address: 1,
+            fault_bit: Some(2),
+            warmup_bit: Some(3),
+            calibration_bit: Some(4),
+        };
+        assert_eq!(s.quality(0), Quality::Good);
+        assert_eq!(s.quality(0b0000_0011), Quality::Good, "other bits are ignored");
+        assert_eq!(s.quality(1 << 2), Quality::SensorFault);
+        assert_eq!(s.quality(1 << 3), Quality::NotMeasuring);
+        assert_eq!(s.quality(1 << 4), Quality::NotMeasuring);
+        assert_eq!(s.quality(1 << 2 | 1 << 3), Quality::SensorFault, "a fault wins");
+        let mut reg = RegisterSpec::new(Table::Input, 0, DataType::U16);
+        reg.status = Some(StatusSpec { table: Table::Coil, ..s.clone() });
+        assert_eq!(reg.validate(), Err(SpecError::StatusNeedsRegister));
+        reg.status = Some(StatusSpec { fault_bit: Some(16), ..s });
+        assert_eq!(reg.validate(), Err(SpecError::BitOutOfRange(16)));
     }
 
     #[test]

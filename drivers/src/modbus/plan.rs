@@ -6,6 +6,10 @@
 //! `max_registers_per_request` for registers). A point wider than the device limit gets a
 //! request of exactly its width. Points that overlap (two bits of one register, a register read
 //! both as `u16` and as part of a `u32`) share a request.
+//!
+//! A point's status word (gas detectors) is planned like a point of its own, tagged
+//! [`Part::Status`], so it is read in the same cycle as the value, usually in the same request.
+//! Points with a slower `interval_ms` are planned apart, in requests that run every n-th cycle.
 
 use std::fmt;
 
@@ -20,6 +24,9 @@ pub struct PlanLimits {
     /// See [`DeviceSettings::max_registers_per_request`]; `0` means the protocol limit.
     pub max_registers_per_request: u16,
     pub max_gap: u16,
+    /// The device's poll interval, to turn a point's `interval_ms` into a number of cycles;
+    /// `0` polls every point every cycle.
+    pub poll_interval_ms: u64,
 }
 
 impl PlanLimits {
@@ -27,6 +34,19 @@ impl PlanLimits {
         Self {
             max_registers_per_request: settings.max_registers_per_request,
             max_gap: settings.max_gap,
+            poll_interval_ms: u64::try_from(settings.poll_interval.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Every how many cycles a point with this spec is read (at least 1). An interval that is
+    /// not a whole multiple of the poll interval is rounded to the nearest one.
+    pub fn every(self, register: &RegisterSpec) -> u32 {
+        match register.interval_ms {
+            Some(ms) if self.poll_interval_ms > 0 => {
+                let cycles = (ms + self.poll_interval_ms / 2) / self.poll_interval_ms;
+                u32::try_from(cycles).unwrap_or(u32::MAX).max(1)
+            }
+            _ => 1,
         }
     }
 
@@ -46,8 +66,17 @@ impl Default for PlanLimits {
         Self {
             max_registers_per_request: super::MAX_REGISTERS_PER_REQUEST,
             max_gap: super::DEFAULT_MAX_GAP,
+            poll_interval_ms: 0,
         }
     }
+}
+
+/// Which of a point's locations a planned read serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    Value,
+    /// The point's status word ([`super::StatusSpec`]); `register` is that word as a `u16`.
+    Status,
 }
 
 /// A point served by a request, and where its value starts in the response.
@@ -57,6 +86,7 @@ pub struct PlannedPoint {
     pub register: RegisterSpec,
     /// Index of the point's first register (or bit) in the response.
     pub offset: u16,
+    pub part: Part,
 }
 
 /// One read: `count` registers (or bits) of `table` from `start`.
@@ -66,6 +96,8 @@ pub struct ReadRequest {
     pub start: u16,
     pub count: u16,
     pub points: Vec<PlannedPoint>,
+    /// The request runs on every `every`-th cycle (1: each cycle).
+    pub every: u32,
 }
 
 impl ReadRequest {
@@ -109,26 +141,46 @@ impl ReadPlan {
 
     pub fn build(points: &[PolledPoint], limits: PlanLimits) -> Self {
         let mut plan = ReadPlan::default();
-        for table in TABLES {
-            let mut points: Vec<&PolledPoint> = points
-                .iter()
-                .filter(|p| p.register.table == table)
-                .filter(|p| match p.register.validate() {
-                    Ok(()) => true,
-                    Err(error) => {
-                        plan.rejected.push(RejectedPoint { id: p.id, error });
-                        false
-                    }
-                })
-                .collect();
-            points.sort_by_key(|p| (p.register.address, p.id));
-            plan.pack(table, &points, limits);
+        let mut locations: Vec<Location> = Vec::new();
+        for p in points {
+            if let Err(error) = p.register.validate() {
+                plan.rejected.push(RejectedPoint { id: p.id, error });
+                continue;
+            }
+            let every = limits.every(&p.register);
+            locations.push(Location {
+                id: p.id,
+                register: p.register.clone(),
+                part: Part::Value,
+                every,
+            });
+            if let Some(register) = p.register.status_register() {
+                locations.push(Location {
+                    id: p.id,
+                    register,
+                    part: Part::Status,
+                    every,
+                });
+            }
+        }
+        let mut everies: Vec<u32> = locations.iter().map(|l| l.every).collect();
+        everies.sort_unstable();
+        everies.dedup();
+        for every in everies {
+            for table in TABLES {
+                let mut group: Vec<&Location> = locations
+                    .iter()
+                    .filter(|l| l.every == every && l.register.table == table)
+                    .collect();
+                group.sort_by_key(|l| (l.register.address, l.id, l.part));
+                plan.pack(table, every, &group, limits);
+            }
         }
         plan.rejected.sort_by_key(|r| r.id);
         plan
     }
 
-    fn pack(&mut self, table: Table, points: &[&PolledPoint], limits: PlanLimits) {
+    fn pack(&mut self, table: Table, every: u32, points: &[&Location], limits: PlanLimits) {
         let limit = u32::from(limits.limit(table));
         let max_gap = u32::from(limits.max_gap);
         // The request being filled, and the end (exclusive) of the addresses it covers.
@@ -140,11 +192,7 @@ impl ReadPlan {
                 let start = u32::from(request.start);
                 let new_end = end.max(*covered_end);
                 if address <= *covered_end + max_gap && new_end - start <= limit {
-                    request.points.push(PlannedPoint {
-                        id: p.id,
-                        register: p.register.clone(),
-                        offset: (address - start) as u16,
-                    });
+                    request.points.push(p.planned((address - start) as u16));
                     *covered_end = new_end;
                     request.count = (new_end - start) as u16;
                     continue;
@@ -157,11 +205,8 @@ impl ReadPlan {
                 table,
                 start: p.register.address,
                 count: p.register.width(),
-                points: vec![PlannedPoint {
-                    id: p.id,
-                    register: p.register.clone(),
-                    offset: 0,
-                }],
+                points: vec![p.planned(0)],
+                every,
             };
             current = Some((request, end));
         }
@@ -170,9 +215,13 @@ impl ReadPlan {
         }
     }
 
-    /// How many points the plan reads (rejected ones excluded).
+    /// How many points the plan reads (rejected ones excluded; status words not counted).
     pub fn point_count(&self) -> usize {
-        self.requests.iter().map(|r| r.points.len()).sum()
+        self.requests
+            .iter()
+            .flat_map(|r| &r.points)
+            .filter(|p| p.part == Part::Value)
+            .count()
     }
 
     /// The plan as text, one line per request, naming points with `name` (a tag, say).
@@ -197,7 +246,14 @@ impl ReadPlan {
             );
             for (i, p) in r.points.iter().enumerate() {
                 let sep = if i == 0 { " " } else { ", " };
-                let _ = write!(out, "{sep}{} @{}", name(p.id), p.offset);
+                let part = match p.part {
+                    Part::Value => "",
+                    Part::Status => " status",
+                };
+                let _ = write!(out, "{sep}{}{part} @{}", name(p.id), p.offset);
+            }
+            if r.every > 1 {
+                let _ = write!(out, " (every {} cycles)", r.every);
             }
             out.push('\n');
         }
@@ -205,6 +261,25 @@ impl ReadPlan {
             let _ = writeln!(out, "not read: {}: {}", name(r.id), r.error);
         }
         out
+    }
+}
+
+/// One address range to read for a point: its value or its status word.
+struct Location {
+    id: PointId,
+    register: RegisterSpec,
+    part: Part,
+    every: u32,
+}
+
+impl Location {
+    fn planned(&self, offset: u16) -> PlannedPoint {
+        PlannedPoint {
+            id: self.id,
+            register: self.register.clone(),
+            offset,
+            part: self.part,
+        }
     }
 }
 
@@ -221,28 +296,48 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::modbus::{DataType, WordOrder};
+    use crate::modbus::DataType;
 
     fn point(id: u32, table: Table, address: u16, data_type: DataType) -> PolledPoint {
-        PolledPoint {
-            id: PointId(id),
-            register: RegisterSpec {
-                table,
-                address,
-                data_type,
-                word_order: WordOrder::ABCD,
-                bit: None,
-                scale: 1.0,
-                offset: 0.0,
-            },
-        }
+        PolledPoint::new(PointId(id), RegisterSpec::new(table, address, data_type))
     }
 
     fn limits(max_registers_per_request: u16, max_gap: u16) -> PlanLimits {
         PlanLimits {
             max_registers_per_request,
             max_gap,
+            poll_interval_ms: 0,
         }
+    }
+
+    #[test]
+    fn status_words_are_planned_with_their_points() {
+        let mut gas = point(0, Table::Input, 0, DataType::F32);
+        gas.register.status = Some(crate::modbus::StatusSpec {
+            table: Table::Input,
+            address: 4,
+            fault_bit: Some(0),
+            warmup_bit: None,
+            calibration_bit: None,
+        });
+        let plan = ReadPlan::build(&[gas], PlanLimits::default());
+        assert_eq!(spans(&plan), [(Table::Input, 0, 5)]);
+        let parts: Vec<(Part, u16)> = plan.requests[0].points.iter().map(|p| (p.part, p.offset)).collect();
+        assert_eq!(parts, [(Part::Value, 0), (Part::Status, 4)]);
+        assert_eq!(plan.point_count(), 1);
+        assert!(plan.to_string().contains("#0 @0, #0 status @4"));
+    }
+
+    #[test]
+    fn slower_points_get_requests_of_their_own() {
+        let mut slow = point(1, Table::Holding, 1, DataType::U16);
+        slow.register.interval_ms = Some(5000);
+        let points = [point(0, Table::Holding, 0, DataType::U16), slow];
+        let lim = PlanLimits { poll_interval_ms: 1000, ..PlanLimits::default() };
+        let plan = ReadPlan::build(&points, lim);
+        let every: Vec<(u16, u32)> = plan.requests.iter().map(|r| (r.start, r.every)).collect();
+        assert_eq!(every, [(0, 1), (1, 5)]);
+        assert!(plan.to_string().ends_with("(every 5 cycles)\n"));
     }
 
     fn spans(plan: &ReadPlan) -> Vec<(Table, u16, u16)> {
@@ -430,6 +525,7 @@ mod tests {
                     "request {:?} exceeds the device limit", (r.table, r.start, r.count)
                 );
                 for p in &r.points {
+                    prop_assert_eq!(p.part, Part::Value);
                     prop_assert_eq!(p.register.table, r.table);
                     prop_assert_eq!(u32::from(r.start) + u32::from(p.offset), u32::from(p.register.address));
                     prop_assert!(p.offset + p.register.width() <= r.count);

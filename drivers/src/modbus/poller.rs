@@ -1,94 +1,185 @@
-//! One task per device: connect, read the plan every `poll_interval`, turn answers into
-//! readings, and survive whatever the device or the network does.
+//! One task per link: a TCP connection or a serial bus, owned by the task, serving the poll
+//! schedules of every unit (device) behind it. Devices that name the same endpoint (host and
+//! port, or serial port) share one link, so a gateway or a bus sees exactly one request in
+//! flight, and an RTU line gets its silent gap before every frame.
 //!
 //! Outcomes of a request, and what follows:
 //!
-//! | outcome                     | points affected  | quality           | connection            |
-//! |-----------------------------|------------------|-------------------|-----------------------|
-//! | data                        | the request's    | `Good`/`BadValue` | kept                  |
-//! | Modbus exception            | the request's    | `DeviceException` | kept                  |
-//! | timeout, transport, garbled | all the device's | `CommLost`        | dropped, backoff, new |
+//! | outcome                     | points affected  | quality           | connection                  |
+//! |-----------------------------|------------------|-------------------|-----------------------------|
+//! | data                        | the request's    | `Good`/`BadValue` | kept                        |
+//! | Modbus exception            | the request's    | `DeviceException` | kept                        |
+//! | timeout                     | all the unit's   | `CommLost`        | see below                   |
+//! | transport error, garbled    | all the unit's   | `CommLost`        | dropped, backoff, new       |
 //!
-//! Good values are sent every cycle; a bad quality only when a point enters it (so a dead
-//! device costs one reading per point, not one per point per cycle). Bad readings carry NaN
-//! and the time the failure was observed.
+//! A timeout drops the connection when the unit is alone on its link, or when no other unit
+//! has answered since the link's previous timeout (the gateway itself is gone). Otherwise the
+//! link is evidently working and only that unit is silent (a detector off the bus behind a
+//! serial device server): the connection is kept, and the silent unit is retried on a backoff
+//! of its own so that its timeouts don't eat the bus time of the units that answer.
+//!
+//! Good (and uncertain) values are sent every cycle; a bad quality only when a point enters it
+//! (so a dead device costs one reading per point, not one per point per cycle). Bad readings
+//! carry NaN and the time the failure was observed.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alert_rules::{PointId, Quality, Reading};
+use alert_rules::{Millis, PointId, Quality, QualityClass, Reading};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 use tokio_modbus::client::{Client, Context};
+use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::backoff::Backoff;
-use super::decode::{DecodeError, decode_bit, decode_registers};
+use super::decode::{DecodeError, decode_bit, decode_registers, from_milliamps};
 use super::metrics::DeviceMetrics;
-use super::plan::{ReadPlan, ReadRequest};
+use super::plan::{Part, ReadPlan, ReadRequest};
 use super::streak::{Report, Streak};
-use super::{DeviceSettings, Endpoint, Table};
+use super::{DeviceSettings, Endpoint, Parity, RegisterSpec, SerialLine, Signal, Table};
 use crate::{FieldEvent, now_millis};
 
 /// First reconnect delay; doubles per failure up to [`BACKOFF_CAP`].
 pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Longest wait between two connection attempts.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Longest wait before a silent unit on a working shared link is asked again. Short, because
+/// its recovery is only noticed when it is asked.
+pub const SILENT_UNIT_CAP: Duration = Duration::from_secs(10);
 /// Pause before a panicked poll task is started again.
 pub const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// Shortest poll interval honoured (a zero interval would spin).
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Polls one device until `shutdown` is cancelled or the receiver of `out` is dropped.
-///
-/// Never returns an error: every failure of the device or the network becomes a reading
-/// quality, a [`FieldEvent::DeviceStatus`], a counter and a (rate-limited) log line.
+/// A connection or bus and the units polled over it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub endpoint: Endpoint,
+    pub units: Vec<DeviceSettings>,
+}
+
+impl Link {
+    /// A link serving one device.
+    pub fn single(settings: DeviceSettings) -> Self {
+        Self {
+            endpoint: settings.endpoint.clone(),
+            units: vec![settings],
+        }
+    }
+
+    /// Connecting (or opening the port) is given the longest of the units' timeouts.
+    fn connect_timeout(&self) -> Duration {
+        self.units
+            .iter()
+            .map(|u| u.timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(1))
+    }
+
+    fn frame_gap(&self) -> Duration {
+        self.units
+            .iter()
+            .map(|u| u.frame_gap)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// Groups devices by endpoint, in the order they come: one link per TCP endpoint or serial port.
+pub fn group_links(devices: Vec<DeviceSettings>) -> Vec<Link> {
+    let mut links: Vec<Link> = Vec::new();
+    for device in devices {
+        match links
+            .iter_mut()
+            .find(|l| l.endpoint.same_link(&device.endpoint))
+        {
+            Some(link) => link.units.push(device),
+            None => links.push(Link::single(device)),
+        }
+    }
+    links
+}
+
+/// Polls one device over a connection of its own; see [`run_link`].
 pub async fn run_device(
     settings: DeviceSettings,
     out: Sender<FieldEvent>,
     metrics: Arc<DeviceMetrics>,
     shutdown: CancellationToken,
 ) {
-    let span = device_span(&settings);
+    run_link(Link::single(settings), out, vec![metrics], shutdown).await;
+}
+
+/// Polls every unit of `link` until `shutdown` is cancelled or the receiver of `out` is
+/// dropped. `metrics[i]` belongs to `link.units[i]`; connection counters are added to all.
+///
+/// Never returns an error: every failure of the devices or the network becomes a reading
+/// quality, a [`FieldEvent::DeviceStatus`], a counter and a (rate-limited) log line.
+pub async fn run_link(
+    link: Link,
+    out: Sender<FieldEvent>,
+    metrics: Vec<Arc<DeviceMetrics>>,
+    shutdown: CancellationToken,
+) {
+    let span = link_span(&link);
     async move {
-        let plan = ReadPlan::for_device(&settings);
-        let device = Device {
-            settings: &settings,
-            plan: &plan,
+        let io = Io {
             out: &out,
-            metrics: &metrics,
             shutdown: &shutdown,
         };
-        let mut state = State::new(plan.requests.len());
-        match device.run(&mut state).await {
-            Stop::Shutdown => debug!("Poll task stopped by shutdown."),
-            Stop::ChannelClosed => debug!("Poll task stopped: the event channel is closed."),
+        let mut units: Vec<Unit> = link
+            .units
+            .iter()
+            .zip(metrics.into_iter().chain(std::iter::repeat_with(Default::default)))
+            .map(|(settings, metrics)| Unit::new(settings.clone(), metrics))
+            .collect();
+        match poll_link(&link, &mut units, &io).await {
+            Ok(never) => match never {},
+            Err(Stop::Shutdown) => debug!("Poll task stopped by shutdown."),
+            Err(Stop::ChannelClosed) => debug!("Poll task stopped: the event channel is closed."),
         }
     }
     .instrument(span)
     .await;
 }
 
-/// Runs [`run_device`] in a child task and starts it again (after [`RESTART_DELAY`]) if it
-/// panics, counting that in `metrics.restarts`. Ends when the child ends normally (shutdown or
-/// closed channel), or at shutdown. Aborting the returned handle aborts the child too.
+/// Runs [`run_device`] in a child task, restarted when it panics; see [`spawn_link_supervised`].
 pub fn spawn_supervised(
     settings: DeviceSettings,
     out: Sender<FieldEvent>,
     metrics: Arc<DeviceMetrics>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    let span = device_span(&settings);
+    spawn_link_supervised(Link::single(settings), out, vec![metrics], shutdown)
+}
+
+/// Runs [`run_link`] in a child task and starts it again (after [`RESTART_DELAY`]) if it
+/// panics, counting that in every unit's `restarts`. Ends when the child ends normally
+/// (shutdown or closed channel), or at shutdown. Aborting the returned handle aborts the child.
+pub fn spawn_link_supervised(
+    link: Link,
+    out: Sender<FieldEvent>,
+    metrics: Vec<Arc<DeviceMetrics>>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let span = link_span(&link);
     let probe = out.clone();
     let (m, s) = (metrics.clone(), shutdown.clone());
-    let start = move || run_device(settings.clone(), out.clone(), m.clone(), s.clone());
+    let start = move || run_link(link.clone(), out.clone(), m.clone(), s.clone());
     tokio::spawn(supervise(start, move || probe.is_closed(), metrics, shutdown).instrument(span))
+}
+
+fn link_span(link: &Link) -> tracing::Span {
+    match link.units.as_slice() {
+        [one] => device_span(one),
+        _ => info_span!("link", endpoint = %link.endpoint, units = link.units.len()),
+    }
 }
 
 fn device_span(settings: &DeviceSettings) -> tracing::Span {
@@ -98,7 +189,7 @@ fn device_span(settings: &DeviceSettings) -> tracing::Span {
 async fn supervise<F, Fut>(
     mut start: F,
     closed: impl Fn() -> bool,
-    metrics: Arc<DeviceMetrics>,
+    metrics: Vec<Arc<DeviceMetrics>>,
     shutdown: CancellationToken,
 ) where
     F: FnMut() -> Fut,
@@ -109,7 +200,9 @@ async fn supervise<F, Fut>(
         match (&mut child.0).await {
             Ok(()) => return,
             Err(e) if e.is_panic() => {
-                DeviceMetrics::inc(&metrics.restarts);
+                for m in &metrics {
+                    DeviceMetrics::inc(&m.restarts);
+                }
                 let message = panic_message(e.into_panic());
                 error!(error = %message, "Poll task panicked; restarting it.");
             }
@@ -149,13 +242,15 @@ enum Stop {
     ChannelClosed,
 }
 
-/// Why the device is considered unreachable.
+/// Why a device is considered unreachable.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("cannot connect: {0}")]
     Connect(#[source] std::io::Error),
+    #[error("cannot open the serial port: {0}")]
+    Open(#[source] tokio_serial::Error),
     #[error(transparent)]
     Transport(#[from] tokio_modbus::Error),
     #[error("the device answered with a response of the wrong kind")]
@@ -179,300 +274,20 @@ impl Answer {
     }
 }
 
-/// The fixed parts of a poll task.
-struct Device<'a> {
-    settings: &'a DeviceSettings,
-    plan: &'a ReadPlan,
+/// How one unit's turn on the link ended.
+enum Polled {
+    Answered,
+    Timeout(Failure),
+    Failed(Failure),
+}
+
+/// The way out of a poll task: the event channel and the shutdown token.
+struct Io<'a> {
     out: &'a Sender<FieldEvent>,
-    metrics: &'a DeviceMetrics,
     shutdown: &'a CancellationToken,
 }
 
-/// What a poll task remembers between cycles.
-struct State {
-    /// Last quality sent per point, to send bad qualities only on a transition.
-    last: HashMap<PointId, Quality>,
-    /// Failures to reach the device (connect, timeout, transport).
-    comm: Streak,
-    /// Per request: exceptions, and short answers.
-    exceptions: Vec<Streak>,
-    short: Vec<Streak>,
-    backoff: Backoff,
-    ever_connected: bool,
-}
-
-impl State {
-    fn new(requests: usize) -> Self {
-        Self {
-            last: HashMap::new(),
-            comm: Streak::default(),
-            exceptions: vec![Streak::default(); requests],
-            short: vec![Streak::default(); requests],
-            backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP),
-            ever_connected: false,
-        }
-    }
-}
-
-impl Device<'_> {
-    async fn run(&self, state: &mut State) -> Stop {
-        match self.poll_forever(state).await {
-            Ok(never) => match never {},
-            Err(stop) => stop,
-        }
-    }
-
-    async fn poll_forever(&self, state: &mut State) -> Result<std::convert::Infallible, Stop> {
-        let time = now_millis();
-        for rejected in &self.plan.rejected {
-            error!(point = rejected.id.0, error = %rejected.error, "Point cannot be read; it is reported as a bad value.");
-            self.emit(state, rejected.id, f64::NAN, Quality::BadValue, time)
-                .await?;
-        }
-        if self.plan.requests.is_empty() {
-            warn!("Device has no readable points; nothing to poll.");
-            self.shutdown.cancelled().await;
-            return Err(Stop::Shutdown);
-        }
-
-        let period = self.settings.poll_interval.max(MIN_POLL_INTERVAL);
-        // A random phase spreads the requests of many devices configured alike.
-        let phase = period
-            .mul_f64(0.1 * fastrand::f64())
-            .min(Duration::from_secs(1));
-        self.sleep(phase).await?;
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
-
-        let mut connection: Option<Context> = None;
-        loop {
-            if connection.is_none() {
-                match self.connect(state).await? {
-                    Ok(ctx) => {
-                        // Poll at once on a fresh connection; the schedule restarts from here.
-                        interval.reset_immediately();
-                        connection = Some(ctx);
-                    }
-                    Err(failure) => {
-                        DeviceMetrics::inc(&self.metrics.connect_failures);
-                        self.comm_lost(state, &failure).await?;
-                        self.sleep(state.backoff.next_delay()).await?;
-                        continue;
-                    }
-                }
-            }
-            let Some(ctx) = connection.as_mut() else {
-                continue;
-            };
-            self.until_shutdown(interval.tick()).await?;
-            if let Some(failure) = self.cycle(state, ctx).await? {
-                connection = None;
-                self.comm_lost(state, &failure).await?;
-                self.sleep(state.backoff.next_delay()).await?;
-            } else {
-                state.backoff.reset();
-            }
-        }
-    }
-
-    async fn connect(&self, state: &mut State) -> Result<Result<Context, Failure>, Stop> {
-        let Endpoint::Tcp { host, port } = &self.settings.endpoint;
-        let slave = Slave(self.settings.unit_id);
-        let attempt = async {
-            let stream = TcpStream::connect((host.as_str(), *port)).await?;
-            stream.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(tokio_modbus::client::tcp::attach_slave(stream, slave))
-        };
-        let result = match self
-            .until_shutdown(tokio::time::timeout(self.settings.timeout, attempt))
-            .await?
-        {
-            Ok(Ok(ctx)) => Ok(ctx),
-            Ok(Err(e)) => Err(Failure::Connect(e)),
-            Err(_elapsed) => Err(Failure::Timeout(self.settings.timeout)),
-        };
-        if result.is_ok() {
-            DeviceMetrics::inc(&self.metrics.connects);
-            if state.ever_connected {
-                debug!(host = %host, port, "Connected.");
-            } else {
-                info!(host = %host, port, "Connected.");
-                state.ever_connected = true;
-            }
-        }
-        Ok(result)
-    }
-
-    /// Reads every request of the plan once. Returns the failure that ended the cycle early,
-    /// if any; the connection must then be dropped.
-    async fn cycle(&self, state: &mut State, ctx: &mut Context) -> Result<Option<Failure>, Stop> {
-        let mut status_sent = false;
-        for (index, request) in self.plan.requests.iter().enumerate() {
-            let started = Instant::now();
-            let outcome = self
-                .until_shutdown(tokio::time::timeout(
-                    self.settings.timeout,
-                    read(ctx, request),
-                ))
-                .await?;
-            let answer = match outcome {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(failure)) => {
-                    DeviceMetrics::inc(&self.metrics.requests_transport_error);
-                    return Ok(Some(failure));
-                }
-                Err(_elapsed) => {
-                    DeviceMetrics::inc(&self.metrics.requests_timeout);
-                    return Ok(Some(Failure::Timeout(self.settings.timeout)));
-                }
-            };
-            let time = now_millis();
-            let now = Instant::now();
-            self.metrics.observe_latency(now.duration_since(started));
-            if let Some(down_for) = state.comm.recover(now) {
-                info!(down_for = ?down_for, "Device answers again.");
-            }
-            if !status_sent {
-                status_sent = true;
-                self.send(FieldEvent::DeviceStatus {
-                    device: self.settings.id,
-                    ok: true,
-                    at: time,
-                })
-                .await?;
-            }
-            self.answered(state, index, request, answer, time, now)
-                .await?;
-        }
-        Ok(None)
-    }
-
-    async fn answered(
-        &self,
-        state: &mut State,
-        index: usize,
-        request: &ReadRequest,
-        answer: Answer,
-        time: alert_rules::Millis,
-        now: Instant,
-    ) -> Result<(), Stop> {
-        if let Answer::Exception(code) = answer {
-            DeviceMetrics::inc(&self.metrics.requests_exception);
-            match state.exceptions[index].fail(now) {
-                Report::First => warn!(
-                    exception = %code, table = %request.table, start = request.start, count = request.count,
-                    "Device answered a read with an exception."
-                ),
-                Report::Repeat { failures, since } => warn!(
-                    exception = %code, table = %request.table, start = request.start, count = request.count,
-                    failures, since = ?since, "Device still answers a read with an exception."
-                ),
-                Report::Quiet => {}
-            }
-            for p in &request.points {
-                self.emit(state, p.id, f64::NAN, Quality::DeviceException, time)
-                    .await?;
-            }
-            return Ok(());
-        }
-
-        DeviceMetrics::inc(&self.metrics.requests_ok);
-        if let Some(lasted) = state.exceptions[index].recover(now) {
-            info!(table = %request.table, start = request.start, lasted = ?lasted, "Device answers the read with data again.");
-        }
-        let got = answer.len();
-        if got < usize::from(request.count) {
-            DeviceMetrics::inc(&self.metrics.short_responses);
-            match state.short[index].fail(now) {
-                Report::First | Report::Repeat { .. } => warn!(
-                    table = %request.table, start = request.start, expected = request.count, got,
-                    "Device answered with fewer values than asked; the missing points are bad values."
-                ),
-                Report::Quiet => {}
-            }
-        } else {
-            state.short[index].recover(now);
-        }
-
-        for p in &request.points {
-            let offset = usize::from(p.offset);
-            let decoded = match &answer {
-                Answer::Words(words) => match words.get(offset..) {
-                    Some(words) => decode_registers(&p.register, words),
-                    None => Err(DecodeError::MissingData {
-                        needed: p.register.width(),
-                        got: 0,
-                    }),
-                },
-                Answer::Bits(bits) => match bits.get(offset) {
-                    Some(&bit) => decode_bit(&p.register, bit),
-                    None => Err(DecodeError::MissingData { needed: 1, got: 0 }),
-                },
-                Answer::Exception(_) => continue,
-            };
-            match decoded {
-                Ok(value) => self.emit(state, p.id, value, Quality::Good, time).await?,
-                Err(e) => {
-                    if state.last.get(&p.id) != Some(&Quality::BadValue) {
-                        warn!(point = p.id.0, error = %e, "Value cannot be decoded; it is reported as a bad value.");
-                    }
-                    self.emit(state, p.id, f64::NAN, Quality::BadValue, time)
-                        .await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The device can't be reached: log (rate-limited), mark every point, report the status.
-    async fn comm_lost(&self, state: &mut State, failure: &Failure) -> Result<(), Stop> {
-        match state.comm.fail(Instant::now()) {
-            Report::First => {
-                warn!(error = %failure, "Device is unreachable; reconnecting with backoff.")
-            }
-            Report::Repeat { failures, since } => {
-                warn!(error = %failure, failures, down_for = ?since, "Device is still unreachable.");
-            }
-            Report::Quiet => debug!(error = %failure, "Device is still unreachable."),
-        }
-        let time = now_millis();
-        for request in &self.plan.requests {
-            for p in &request.points {
-                self.emit(state, p.id, f64::NAN, Quality::CommLost, time)
-                    .await?;
-            }
-        }
-        self.send(FieldEvent::DeviceStatus {
-            device: self.settings.id,
-            ok: false,
-            at: time,
-        })
-        .await
-    }
-
-    /// Sends a reading if it is good, or if its bad quality is new for the point.
-    async fn emit(
-        &self,
-        state: &mut State,
-        point: PointId,
-        value: f64,
-        quality: Quality,
-        time: alert_rules::Millis,
-    ) -> Result<(), Stop> {
-        let previous = state.last.insert(point, quality);
-        if quality.is_good() || previous != Some(quality) {
-            let value = if quality.is_good() { value } else { f64::NAN };
-            self.send(FieldEvent::Reading(Reading {
-                point,
-                time,
-                value,
-                quality,
-            }))
-            .await?;
-        }
-        Ok(())
-    }
-
+impl Io<'_> {
     /// Blocks while the channel is full (back-pressure); never drops.
     async fn send(&self, event: FieldEvent) -> Result<(), Stop> {
         match self.until_shutdown(self.out.send(event)).await? {
@@ -485,6 +300,10 @@ impl Device<'_> {
         self.until_shutdown(tokio::time::sleep(delay)).await
     }
 
+    async fn sleep_until(&self, at: tokio::time::Instant) -> Result<(), Stop> {
+        self.until_shutdown(tokio::time::sleep_until(at)).await
+    }
+
     async fn until_shutdown<T>(&self, fut: impl Future<Output = T>) -> Result<T, Stop> {
         tokio::select! {
             biased;
@@ -492,6 +311,520 @@ impl Device<'_> {
             value = fut => Ok(value),
         }
     }
+}
+
+/// The link's loop: connect, give each unit its turn when it is due, reconnect on failure.
+async fn poll_link(
+    link: &Link,
+    units: &mut [Unit],
+    io: &Io<'_>,
+) -> Result<std::convert::Infallible, Stop> {
+    for unit in units.iter_mut() {
+        let span = unit.span.clone();
+        unit.report_rejected(io).instrument(span).await?;
+    }
+    if units.iter().all(|u| u.plan.requests.is_empty()) {
+        warn!("No readable points on this link; nothing to poll.");
+        io.shutdown.cancelled().await;
+        return Err(Stop::Shutdown);
+    }
+
+    let gap = if link.endpoint.is_rtu() {
+        link.frame_gap()
+    } else {
+        Duration::ZERO
+    };
+    let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
+    let mut connection: Option<Context> = None;
+    let mut ever_connected = false;
+    // Whether any unit answered since the link's last timeout (see the module doc).
+    let mut answered_since_timeout = false;
+    let mut last_frame: Option<tokio::time::Instant> = None;
+    // A random phase spreads the requests of many devices configured alike.
+    let start = tokio::time::Instant::now();
+    for unit in units.iter_mut() {
+        unit.next_due = start
+            + unit
+                .period
+                .mul_f64(0.1 * fastrand::f64())
+                .min(Duration::from_secs(1));
+    }
+    let first_due = units.iter().map(|u| u.next_due).min().unwrap_or(start);
+    io.sleep_until(first_due).await?;
+
+    loop {
+        if connection.is_none() {
+            let timeout = link.connect_timeout();
+            let attempt = tokio::time::timeout(timeout, connect(&link.endpoint));
+            match io.until_shutdown(attempt).await? {
+                Ok(Ok(ctx)) => {
+                    for unit in units.iter() {
+                        DeviceMetrics::inc(&unit.metrics.connects);
+                    }
+                    if ever_connected {
+                        debug!(endpoint = %link.endpoint, "Connected.");
+                    } else {
+                        info!(endpoint = %link.endpoint, "Connected.");
+                        ever_connected = true;
+                    }
+                    // Poll at once on a fresh connection; the schedules restart from here.
+                    let now = tokio::time::Instant::now();
+                    for unit in units.iter_mut() {
+                        unit.next_due = now;
+                    }
+                    answered_since_timeout = false;
+                    last_frame = None;
+                    connection = Some(ctx);
+                }
+                outcome => {
+                    let failure = match outcome {
+                        Ok(Err(failure)) => failure,
+                        _ => Failure::Timeout(timeout),
+                    };
+                    for unit in units.iter_mut() {
+                        DeviceMetrics::inc(&unit.metrics.connect_failures);
+                        let span = unit.span.clone();
+                        unit.comm_lost(&failure, io).instrument(span).await?;
+                    }
+                    io.sleep(backoff.next_delay()).await?;
+                    continue;
+                }
+            }
+        }
+        let Some(ctx) = connection.as_mut() else {
+            continue;
+        };
+        let Some(unit) = units
+            .iter_mut()
+            .filter(|u| !u.plan.requests.is_empty())
+            .min_by_key(|u| u.next_due)
+        else {
+            continue;
+        };
+        io.sleep_until(unit.next_due).await?;
+        ctx.set_slave(Slave(unit.settings.unit_id));
+        let span = unit.span.clone();
+        let polled = unit
+            .poll(ctx, io, gap, &mut last_frame)
+            .instrument(span.clone())
+            .await?;
+        match polled {
+            Polled::Answered => {
+                backoff.reset();
+                answered_since_timeout = true;
+                unit.silence.reset();
+                unit.schedule_next();
+            }
+            Polled::Timeout(failure) => {
+                unit.comm_lost(&failure, io).instrument(span).await?;
+                let shared = units.iter().filter(|u| !u.plan.requests.is_empty()).count() > 1;
+                if shared && answered_since_timeout {
+                    answered_since_timeout = false;
+                    let Some(unit) = units
+                        .iter_mut()
+                        .filter(|u| !u.plan.requests.is_empty())
+                        .min_by_key(|u| u.next_due)
+                    else {
+                        continue;
+                    };
+                    let delay = unit.silence.next_delay().max(unit.period);
+                    unit.next_due = tokio::time::Instant::now() + delay;
+                } else {
+                    connection = None;
+                    io.sleep(backoff.next_delay()).await?;
+                }
+            }
+            Polled::Failed(failure) => {
+                unit.comm_lost(&failure, io).instrument(span).await?;
+                connection = None;
+                io.sleep(backoff.next_delay()).await?;
+            }
+        }
+    }
+}
+
+/// Opens the connection or the serial port. The unit id is set per request.
+async fn connect(endpoint: &Endpoint) -> Result<Context, Failure> {
+    let slave = Slave(1);
+    match endpoint {
+        Endpoint::Tcp { host, port } => {
+            let stream = tcp_stream(host, *port).await.map_err(Failure::Connect)?;
+            Ok(tokio_modbus::client::tcp::attach_slave(stream, slave))
+        }
+        Endpoint::RtuOverTcp { host, port } => {
+            let stream = tcp_stream(host, *port).await.map_err(Failure::Connect)?;
+            Ok(tokio_modbus::client::rtu::attach_slave(stream, slave))
+        }
+        Endpoint::Serial(line) => {
+            let port = open_serial(line).map_err(Failure::Open)?;
+            Ok(tokio_modbus::client::rtu::attach_slave(port, slave))
+        }
+    }
+}
+
+async fn tcp_stream(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect((host, port)).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+fn open_serial(line: &SerialLine) -> Result<tokio_serial::SerialStream, tokio_serial::Error> {
+    let builder = tokio_serial::new(&line.path, line.baud_rate)
+        .parity(match line.parity {
+            Parity::None => tokio_serial::Parity::None,
+            Parity::Even => tokio_serial::Parity::Even,
+            Parity::Odd => tokio_serial::Parity::Odd,
+        })
+        .data_bits(match line.data_bits {
+            5 => tokio_serial::DataBits::Five,
+            6 => tokio_serial::DataBits::Six,
+            7 => tokio_serial::DataBits::Seven,
+            _ => tokio_serial::DataBits::Eight,
+        })
+        .stop_bits(if line.stop_bits == 2 {
+            tokio_serial::StopBits::Two
+        } else {
+            tokio_serial::StopBits::One
+        })
+        .flow_control(tokio_serial::FlowControl::None);
+    tokio_serial::SerialStream::open(&builder)
+}
+
+/// One unit on a link: its plan, schedule and what it remembers between cycles.
+struct Unit {
+    settings: DeviceSettings,
+    plan: ReadPlan,
+    metrics: Arc<DeviceMetrics>,
+    span: tracing::Span,
+    spans: HashMap<PointId, [f64; 2]>,
+    period: Duration,
+    /// When the unit's next turn is due, and how many turns it has had (for slower requests).
+    next_due: tokio::time::Instant,
+    cycle: u64,
+    /// Last quality sent per point, to send bad qualities only on a transition.
+    last: HashMap<PointId, Quality>,
+    /// Failures to reach the unit (connect, timeout, transport).
+    comm: Streak,
+    /// Per request: exceptions, and short answers.
+    exceptions: Vec<Streak>,
+    short: Vec<Streak>,
+    /// Retry delay of a unit that is silent on a link others still use.
+    silence: Backoff,
+}
+
+impl Unit {
+    fn new(settings: DeviceSettings, metrics: Arc<DeviceMetrics>) -> Self {
+        let plan = ReadPlan::for_device(&settings);
+        let period = settings.poll_interval.max(MIN_POLL_INTERVAL);
+        let spans = settings
+            .points
+            .iter()
+            .filter_map(|p| p.span.map(|s| (p.id, s)))
+            .collect();
+        Self {
+            span: device_span(&settings),
+            exceptions: vec![Streak::default(); plan.requests.len()],
+            short: vec![Streak::default(); plan.requests.len()],
+            silence: Backoff::new(period, SILENT_UNIT_CAP.max(period)),
+            next_due: tokio::time::Instant::now(),
+            cycle: 0,
+            last: HashMap::new(),
+            comm: Streak::default(),
+            spans,
+            period,
+            plan,
+            metrics,
+            settings,
+        }
+    }
+
+    async fn report_rejected(&mut self, io: &Io<'_>) -> Result<(), Stop> {
+        let time = now_millis();
+        let rejected: Vec<_> = self.plan.rejected.clone();
+        for r in rejected {
+            error!(point = r.id.0, error = %r.error, "Point cannot be read; it is reported as a bad value.");
+            self.emit(io, r.id, f64::NAN, Quality::BadValue, time)
+                .await?;
+        }
+        if self.plan.requests.is_empty() {
+            warn!("Device has no readable points; nothing to poll.");
+        }
+        Ok(())
+    }
+
+    /// Next turn one period after this one; turns missed while busy are skipped, not run late.
+    fn schedule_next(&mut self) {
+        self.cycle = self.cycle.wrapping_add(1);
+        self.next_due += self.period;
+        let now = tokio::time::Instant::now();
+        if self.next_due <= now {
+            let behind = now.duration_since(self.next_due).as_nanos();
+            let periods = behind / self.period.as_nanos().max(1) + 1;
+            let skip = u32::try_from(periods).unwrap_or(u32::MAX);
+            self.next_due += self.period.saturating_mul(skip);
+        }
+    }
+
+    /// Reads the requests due this turn, one at a time, then sends the unit's readings.
+    async fn poll(
+        &mut self,
+        ctx: &mut Context,
+        io: &Io<'_>,
+        gap: Duration,
+        last_frame: &mut Option<tokio::time::Instant>,
+    ) -> Result<Polled, Stop> {
+        let cycle = self.cycle;
+        let mut answers: Vec<(usize, Answer)> = Vec::new();
+        for (index, request) in self.plan.requests.iter().enumerate() {
+            if cycle % u64::from(request.every.max(1)) != 0 {
+                continue;
+            }
+            if let Some(at) = *last_frame
+                && !gap.is_zero()
+            {
+                io.sleep_until(at + gap).await?;
+            }
+            let started = Instant::now();
+            let outcome = io
+                .until_shutdown(tokio::time::timeout(
+                    self.settings.timeout,
+                    read(ctx, request),
+                ))
+                .await?;
+            *last_frame = Some(tokio::time::Instant::now());
+            match outcome {
+                Ok(Ok(answer)) => {
+                    self.metrics.observe_latency(started.elapsed());
+                    answers.push((index, answer));
+                }
+                Ok(Err(failure)) => {
+                    DeviceMetrics::inc(&self.metrics.requests_transport_error);
+                    return Ok(Polled::Failed(failure));
+                }
+                Err(_elapsed) => {
+                    DeviceMetrics::inc(&self.metrics.requests_timeout);
+                    return Ok(Polled::Timeout(Failure::Timeout(self.settings.timeout)));
+                }
+            }
+        }
+        let time = now_millis();
+        let now = Instant::now();
+        if let Some(down_for) = self.comm.recover(now) {
+            info!(down_for = ?down_for, "Device answers again.");
+        }
+        io.send(FieldEvent::DeviceStatus {
+            device: self.settings.id,
+            ok: true,
+            at: time,
+        })
+        .await?;
+        self.answered(io, &answers, time, now).await?;
+        Ok(Polled::Answered)
+    }
+
+    /// Turns a turn's answers into readings: values first, judged with their status words.
+    async fn answered(
+        &mut self,
+        io: &Io<'_>,
+        answers: &[(usize, Answer)],
+        time: Millis,
+        now: Instant,
+    ) -> Result<(), Stop> {
+        let mut statuses: HashMap<PointId, Result<u16, Quality>> = HashMap::new();
+        let mut values: Vec<(PointId, &RegisterSpec, Result<f64, Quality>)> = Vec::new();
+        for (index, answer) in answers {
+            self.log_answer(*index, answer, now);
+        }
+        for (index, answer) in answers {
+            let request = &self.plan.requests[*index];
+            for p in &request.points {
+                let got: Result<f64, Quality> = match answer {
+                    Answer::Exception(_) => Err(Quality::DeviceException),
+                    Answer::Words(words) => {
+                        let register = match p.part {
+                            Part::Value => p.register.clone(),
+                            // The status word is taken raw: no scaling applies to its bits.
+                            Part::Status => RegisterSpec::new(p.register.table, p.register.address, super::DataType::U16),
+                        };
+                        let decoded = match words.get(usize::from(p.offset)..) {
+                            Some(words) => decode_registers(&register, words),
+                            None => Err(DecodeError::MissingData {
+                                needed: register.width(),
+                                got: 0,
+                            }),
+                        };
+                        self.decoded(p.id, decoded)
+                    }
+                    Answer::Bits(bits) => {
+                        let decoded = match bits.get(usize::from(p.offset)) {
+                            Some(&bit) => decode_bit(&p.register, bit),
+                            None => Err(DecodeError::MissingData { needed: 1, got: 0 }),
+                        };
+                        self.decoded(p.id, decoded)
+                    }
+                };
+                match p.part {
+                    Part::Value => values.push((p.id, &p.register, got)),
+                    Part::Status => {
+                        statuses.insert(p.id, got.map(|v| v as u16));
+                    }
+                }
+            }
+        }
+        let judged: Vec<(PointId, f64, Quality)> = values
+            .into_iter()
+            .map(|(id, register, got)| {
+                let (value, quality) = judge(register, self.spans.get(&id).copied(), got, statuses.get(&id).copied());
+                (id, value, quality)
+            })
+            .collect();
+        for (id, value, quality) in judged {
+            self.emit(io, id, value, quality, time).await?;
+        }
+        Ok(())
+    }
+
+    fn decoded(&self, id: PointId, decoded: Result<f64, DecodeError>) -> Result<f64, Quality> {
+        decoded.map_err(|e| {
+            if self.last.get(&id) != Some(&Quality::BadValue) {
+                warn!(point = id.0, error = %e, "Value cannot be decoded; it is reported as a bad value.");
+            }
+            Quality::BadValue
+        })
+    }
+
+    /// Counts and logs (rate-limited) exceptions and short answers.
+    fn log_answer(&mut self, index: usize, answer: &Answer, now: Instant) {
+        let request = &self.plan.requests[index];
+        if let Answer::Exception(code) = answer {
+            DeviceMetrics::inc(&self.metrics.requests_exception);
+            match self.exceptions[index].fail(now) {
+                Report::First => warn!(
+                    exception = %code, table = %request.table, start = request.start, count = request.count,
+                    "Device answered a read with an exception."
+                ),
+                Report::Repeat { failures, since } => warn!(
+                    exception = %code, table = %request.table, start = request.start, count = request.count,
+                    failures, since = ?since, "Device still answers a read with an exception."
+                ),
+                Report::Quiet => {}
+            }
+            return;
+        }
+        DeviceMetrics::inc(&self.metrics.requests_ok);
+        if let Some(lasted) = self.exceptions[index].recover(now) {
+            info!(table = %request.table, start = request.start, lasted = ?lasted, "Device answers the read with data again.");
+        }
+        let got = answer.len();
+        if got < usize::from(request.count) {
+            DeviceMetrics::inc(&self.metrics.short_responses);
+            match self.short[index].fail(now) {
+                Report::First | Report::Repeat { .. } => warn!(
+                    table = %request.table, start = request.start, expected = request.count, got,
+                    "Device answered with fewer values than asked; the missing points are bad values."
+                ),
+                Report::Quiet => {}
+            }
+        } else {
+            self.short[index].recover(now);
+        }
+    }
+
+    /// The unit can't be reached: log (rate-limited), mark every point, report the status.
+    async fn comm_lost(&mut self, failure: &Failure, io: &Io<'_>) -> Result<(), Stop> {
+        match self.comm.fail(Instant::now()) {
+            Report::First => {
+                warn!(error = %failure, "Device is unreachable; retrying with backoff.")
+            }
+            Report::Repeat { failures, since } => {
+                warn!(error = %failure, failures, down_for = ?since, "Device is still unreachable.");
+            }
+            Report::Quiet => debug!(error = %failure, "Device is still unreachable."),
+        }
+        let time = now_millis();
+        let ids: Vec<PointId> = self
+            .plan
+            .requests
+            .iter()
+            .flat_map(|r| &r.points)
+            .filter(|p| p.part == Part::Value)
+            .map(|p| p.id)
+            .collect();
+        for id in ids {
+            self.emit(io, id, f64::NAN, Quality::CommLost, time).await?;
+        }
+        io.send(FieldEvent::DeviceStatus {
+            device: self.settings.id,
+            ok: false,
+            at: time,
+        })
+        .await
+    }
+
+    /// Sends a reading if it is usable (good or uncertain), or if its bad quality is new for
+    /// the point.
+    async fn emit(
+        &mut self,
+        io: &Io<'_>,
+        point: PointId,
+        value: f64,
+        quality: Quality,
+        time: Millis,
+    ) -> Result<(), Stop> {
+        let previous = self.last.insert(point, quality);
+        if quality.is_usable() || previous != Some(quality) {
+            let value = if quality.is_usable() { value } else { f64::NAN };
+            io.send(FieldEvent::Reading(Reading {
+                point,
+                time,
+                value,
+                quality,
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A point's value and quality from what was read: the value's own outcome, the 4–20 mA
+/// bands, and the status word, the worst of them winning.
+fn judge(
+    register: &RegisterSpec,
+    span: Option<[f64; 2]>,
+    value: Result<f64, Quality>,
+    status: Option<Result<u16, Quality>>,
+) -> (f64, Quality) {
+    let (mut value, mut quality) = match value {
+        Ok(v) => (v, Quality::Good),
+        Err(q) => return (f64::NAN, q),
+    };
+    if register.signal == Signal::Ma4To20 {
+        let Some(span) = span else {
+            return (f64::NAN, Quality::BadValue);
+        };
+        (value, quality) = from_milliamps(value, span);
+    }
+    if let Some(spec) = &register.status {
+        match status {
+            Some(Ok(word)) => quality = worse(quality, spec.quality(word)),
+            Some(Err(q)) => quality = worse(quality, q),
+            None => quality = worse(quality, Quality::BadValue),
+        }
+    }
+    if !quality.is_usable() {
+        value = f64::NAN;
+    }
+    (value, quality)
+}
+
+fn worse(a: Quality, b: Quality) -> Quality {
+    let rank = |q: Quality| match q.class() {
+        QualityClass::Good => 0,
+        QualityClass::Uncertain if q == Quality::NotMeasuring => 2,
+        QualityClass::Uncertain => 1,
+        QualityClass::Bad => 3,
+    };
+    if rank(b) > rank(a) { b } else { a }
 }
 
 /// One read request, answers classified. Bit responses are padded to whole bytes on the
@@ -602,18 +935,7 @@ mod tests {
     }
 
     fn point(id: u32, table: Table, address: u16, data_type: DataType) -> PolledPoint {
-        PolledPoint {
-            id: PointId(id),
-            register: RegisterSpec {
-                table,
-                address,
-                data_type,
-                word_order: WordOrder::ABCD,
-                bit: None,
-                scale: 1.0,
-                offset: 0.0,
-            },
-        }
+        PolledPoint::new(PointId(id), RegisterSpec::new(table, address, data_type))
     }
 
     fn settings(port: u16, points: Vec<PolledPoint>, max_gap: u16) -> DeviceSettings {
@@ -630,6 +952,7 @@ mod tests {
             points,
             max_registers_per_request: 125,
             max_gap,
+            frame_gap: Duration::ZERO,
         }
     }
 
@@ -950,6 +1273,73 @@ mod tests {
         server.abort();
     }
 
+    #[test]
+    fn devices_naming_one_endpoint_share_a_link() {
+        let mut a = settings(502, vec![], 10);
+        a.unit_id = 1;
+        let mut b = a.clone();
+        b.unit_id = 2;
+        let other = settings(503, vec![], 10);
+        let serial = |path: &str, baud_rate| Endpoint::Serial(crate::modbus::SerialLine {
+            path: path.to_owned(),
+            baud_rate,
+            parity: crate::modbus::Parity::None,
+            data_bits: 8,
+            stop_bits: 1,
+        });
+        let mut s1 = a.clone();
+        s1.endpoint = serial("/dev/ttyUSB0", 9600);
+        let mut s2 = a.clone();
+        s2.endpoint = serial("/dev/ttyUSB0", 19200);
+        let links = group_links(vec![a, other, b, s1, s2]);
+        let shape: Vec<Vec<u8>> = links.iter().map(|l| l.units.iter().map(|u| u.unit_id).collect()).collect();
+        assert_eq!(shape, [vec![1, 2], vec![1], vec![1, 1]]);
+        assert!(links[2].endpoint.is_rtu());
+    }
+
+    #[test]
+    fn judging_combines_loop_current_and_status() {
+        use crate::modbus::{Signal, StatusSpec};
+        let mut reg = RegisterSpec::new(Table::Holding, 0, DataType::U16);
+        reg.signal = Signal::Ma4To20;
+        let span = Some([0.0, 100.0]);
+        assert_eq!(judge(&reg, span, Ok(12.0), None), (50.0, Quality::Good));
+        assert_eq!(judge(&reg, span, Ok(20.7), None).1, Quality::Saturated);
+        assert!(judge(&reg, None, Ok(12.0), None).0.is_nan(), "no span, no value");
+        reg.status = Some(StatusSpec {
+            table: Table::Holding,
+            address: 1,
+            fault_bit: Some(0),
+            warmup_bit: Some(1),
+            calibration_bit: None,
+        });
+        assert_eq!(judge(&reg, span, Ok(20.7), Some(Ok(0b10))), (104.375, Quality::NotMeasuring));
+        let (v, q) = judge(&reg, span, Ok(12.0), Some(Ok(0b11)));
+        assert!(v.is_nan());
+        assert_eq!(q, Quality::SensorFault);
+        assert_eq!(judge(&reg, span, Ok(12.0), Some(Err(Quality::DeviceException))).1, Quality::DeviceException);
+        assert_eq!(judge(&reg, span, Err(Quality::CommLost), Some(Ok(0))).1, Quality::CommLost);
+    }
+
+    #[tokio::test]
+    async fn slower_points_are_read_every_nth_cycle() {
+        let plc = Plc {
+            holding: Arc::new(Mutex::new(vec![1, 2])),
+            ..Plc::default()
+        };
+        let listener = listen(0);
+        let port = listener.local_addr().unwrap().port();
+        let server = serve(listener, plc);
+        let mut slow = point(1, Table::Holding, 1, DataType::U16);
+        slow.register.interval_ms = Some(400);
+        let mut dev = start(settings(port, vec![point(0, Table::Holding, 0, DataType::U16), slow], 10));
+        let events = dev.until(|ev| count(ev, 0, Quality::Good) >= 9).await;
+        let (fast, slow) = (count(&events, 0, Quality::Good), count(&events, 1, Quality::Good));
+        assert!((2..=3).contains(&slow), "fast {fast}, slow {slow}");
+        dev.stop().await;
+        server.abort();
+    }
+
     #[tokio::test]
     async fn supervisor_restarts_a_panicked_task() {
         let runs = Arc::new(AtomicU32::new(0));
@@ -959,8 +1349,8 @@ mod tests {
             let n = r.fetch_add(1, Ordering::SeqCst);
             async move { assert!(n > 0, "first run fails") }
         };
-        let supervised = supervise(start, || false, metrics.clone(), CancellationToken::new());
-        tokio::time::timeout(Duration::from_secs(3), supervised)
+        let supervised = supervise(start, || false, vec![metrics.clone()], CancellationToken::new());
+        tokio::time::timeout(Duration::from_secs(10), supervised)
             .await
             .expect("supervisor ends");
         assert_eq!(runs.load(Ordering::SeqCst), 2);

@@ -1,5 +1,10 @@
 //! The HTTP API (`/api/v1/...`), health, metrics and the web console. Documented in docs/api.md.
 
+mod operate;
+
+pub mod auth;
+pub mod tickets;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,25 +33,29 @@ pub struct AppState {
     pub plant: Arc<Plant>,
     pub data_dir: PathBuf,
     pub started: Instant,
+    /// The live site status, kept current by the engine task.
+    pub status: tokio::sync::watch::Receiver<crate::engine_task::SiteStatus>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(console))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/site", get(site))
         .route("/api/v1/points", get(points))
         .route("/api/v1/points/{tag}/history", get(history))
         .route("/api/v1/alarms", get(alarms))
         .route("/api/v1/alarms/{id}/ack", post(acknowledge))
+        .merge(operate::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
 /// An error as JSON: `{"error": "..."}` with the right status.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -89,6 +98,25 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
         "site": state.plant.site.id,
         "uptime_secs": state.started.elapsed().as_secs(),
     }))
+}
+
+/// How long a loss (dead letter, dropped readings) keeps `/readyz` at 503.
+const LOSS_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+/// 200 when every sink delivers and nothing was lost lately; 503 with the reasons otherwise.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let reasons = state
+        .metrics
+        .not_ready_reasons(drivers::now_millis(), LOSS_WINDOW_MS);
+    if reasons.is_empty() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "reasons": reasons })),
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

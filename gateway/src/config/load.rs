@@ -10,7 +10,9 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::model::{Config, Device, EngineSettings, Http, Notify, Point, RiskColour, Site, Store};
+use super::model::{
+    Config, Device, EngineSettings, Http, Notify, Point, RiskColour, Site, Store, Upstream,
+};
 use super::validate;
 
 /// One problem in the configuration, at a path such as `points[3].register.address`.
@@ -103,8 +105,9 @@ fn from_value(value: Value) -> Result<Config, ConfigErrors> {
             "the configuration must be a table",
         )]));
     };
-    const SECTIONS: [&str; 7] = [
-        "site", "store", "http", "engine", "devices", "points", "notify",
+    const SECTIONS: &[&str] = &[
+        "site", "store", "http", "engine", "devices", "points", "notify", "upstream",
+        "conditions", "risk_units", "contacts", "responsibility", "tickets", "security",
     ];
     for key in top.keys() {
         if !SECTIONS.contains(&key.as_str()) {
@@ -128,6 +131,12 @@ fn from_value(value: Value) -> Result<Config, ConfigErrors> {
     let http = optional_section::<Http>("http", &mut top, &mut errors);
     let engine = optional_section::<EngineSettings>("engine", &mut top, &mut errors);
     let notify = optional_section::<Notify>("notify", &mut top, &mut errors);
+    let upstream = optional_section::<Upstream>("upstream", &mut top, &mut errors);
+    let tickets = optional_section::<super::Tickets>("tickets", &mut top, &mut errors);
+    let security = optional_section::<super::Security>("security", &mut top, &mut errors);
+    let (contacts, _) = list::<super::Contact>("contacts", top.remove("contacts"), &mut errors, |_| {});
+    let (responsibility, _) =
+        list::<super::Responsibility>("responsibility", top.remove("responsibility"), &mut errors, |_| {});
     let raw_devices = top.remove("devices");
     // Names of devices that failed to parse: points naming them are not reported a second time.
     let mut broken_devices: Vec<String> = Vec::new();
@@ -137,6 +146,8 @@ fn from_value(value: Value) -> Result<Config, ConfigErrors> {
         }
     });
     let (points, point_index) = list::<Point>("points", top.remove("points"), &mut errors, |_| {});
+    let (conditions, _) = list("conditions", top.remove("conditions"), &mut errors, |_| {});
+    let (risk_units, _) = list("risk_units", top.remove("risk_units"), &mut errors, |_| {});
 
     let config = Config {
         site: site.unwrap_or_else(|| Site {
@@ -152,6 +163,13 @@ fn from_value(value: Value) -> Result<Config, ConfigErrors> {
         devices,
         points,
         notify: notify.unwrap_or_default(),
+        upstream: upstream.unwrap_or_default(),
+        conditions,
+        risk_units,
+        contacts,
+        responsibility,
+        tickets: tickets.unwrap_or_default(),
+        security: security.unwrap_or_default(),
     };
     let origin = validate::Origin {
         device_index,
@@ -159,6 +177,12 @@ fn from_value(value: Value) -> Result<Config, ConfigErrors> {
         broken_devices,
     };
     validate::check(&config, &origin, &mut errors);
+    if errors.is_empty() {
+        // Rules need the whole plant (tags resolved, packs expanded), so they are checked once
+        // everything else is known to be sound.
+        let plant = crate::plant::Plant::new(&config);
+        errors.extend(plant.rulebook().problems.iter().cloned());
+    }
     if errors.is_empty() {
         Ok(config)
     } else {

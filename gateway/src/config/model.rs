@@ -24,17 +24,28 @@ pub struct Config {
     pub points: Vec<Point>,
     #[serde(default)]
     pub notify: Notify,
+    #[serde(default)]
+    pub upstream: Upstream,
+    /// Condition alarms over several points.
+    #[serde(default)]
+    pub conditions: Vec<super::ConditionConfig>,
+    /// Risk units of the four-colour map.
+    #[serde(default)]
+    pub risk_units: Vec<super::RiskUnitSettings>,
+    /// People who are told about alarms.
+    #[serde(default)]
+    pub contacts: Vec<super::Contact>,
+    /// Responsibility chains (包保责任人) and their escalation tiers.
+    #[serde(default)]
+    pub responsibility: Vec<super::Responsibility>,
+    #[serde(default)]
+    pub tickets: super::Tickets,
+    #[serde(default)]
+    pub security: super::Security,
 }
 
-/// Four-colour risk levels (GB/T and provincial practice): blue lowest, red highest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RiskColour {
-    Blue,
-    Yellow,
-    Orange,
-    Red,
-}
+/// Four-colour risk levels: blue lowest, red highest (the engine's type).
+pub use alert_rules::Colour as RiskColour;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +78,10 @@ pub struct Store {
     /// Readings are committed at least this often (and at once when an alarm event is pending).
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
+    /// Most the store file may use, in MiB. Past it the oldest readings are dropped (counted,
+    /// recorded in `store_losses`, logged at ERROR); the alarm journal is never dropped.
+    #[serde(default = "default_disk_budget_mb")]
+    pub disk_budget_mb: u64,
 }
 
 impl Default for Store {
@@ -75,8 +90,13 @@ impl Default for Store {
             data_dir: default_data_dir(),
             retention_days: default_retention_days(),
             flush_interval_ms: default_flush_interval_ms(),
+            disk_budget_mb: default_disk_budget_mb(),
         }
     }
+}
+
+const fn default_disk_budget_mb() -> u64 {
+    4096
 }
 
 fn default_data_dir() -> PathBuf {
@@ -118,6 +138,19 @@ pub struct EngineSettings {
     /// How often timers (delays, communication loss) are evaluated.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
+    /// The longest an operator may shelve an alarm (one shift by default).
+    #[serde(default = "default_max_shelve_secs")]
+    pub max_shelve_secs: u64,
+    /// The longest a point or device may be out of service in one go.
+    #[serde(default = "default_max_out_of_service_hours")]
+    pub max_out_of_service_hours: u64,
+}
+
+const fn default_max_shelve_secs() -> u64 {
+    8 * 3600
+}
+const fn default_max_out_of_service_hours() -> u64 {
+    7 * 24
 }
 
 impl Default for EngineSettings {
@@ -125,6 +158,8 @@ impl Default for EngineSettings {
         EngineSettings {
             channel_capacity: default_channel_capacity(),
             tick_ms: default_tick_ms(),
+            max_shelve_secs: default_max_shelve_secs(),
+            max_out_of_service_hours: default_max_out_of_service_hours(),
         }
     }
 }
@@ -141,22 +176,86 @@ const fn default_tick_ms() -> u64 {
 #[serde(tag = "protocol", rename_all = "snake_case")]
 pub enum Device {
     ModbusTcp(ModbusTcpDevice),
+    /// RTU over a local serial port (RS-485 adapter).
+    ModbusRtu(ModbusRtuDevice),
+    /// RTU frames over TCP, to a serial device server.
+    ModbusRtuOverTcp(ModbusTcpDevice),
+    /// Readings from topics on an MQTT broker.
+    Mqtt(MqttDevice),
 }
 
 impl Device {
     pub fn name(&self) -> &str {
         match self {
-            Device::ModbusTcp(d) => &d.name,
+            Device::ModbusTcp(d) | Device::ModbusRtuOverTcp(d) => &d.name,
+            Device::ModbusRtu(d) => &d.name,
+            Device::Mqtt(d) => &d.name,
         }
     }
 
     pub fn comm_loss_after_secs(&self) -> u64 {
         match self {
-            Device::ModbusTcp(d) => d.comm_loss_after_secs,
+            Device::ModbusTcp(d) | Device::ModbusRtuOverTcp(d) => d.comm_loss_after_secs,
+            Device::ModbusRtu(d) => d.comm_loss_after_secs,
+            Device::Mqtt(d) => d.comm_loss_after_secs,
         }
+    }
+
+    pub fn comm_loss_priority(&self) -> Priority {
+        match self {
+            Device::ModbusTcp(d) | Device::ModbusRtuOverTcp(d) => d.comm_loss_priority,
+            Device::ModbusRtu(d) => d.comm_loss_priority,
+            Device::Mqtt(d) => d.comm_loss_priority,
+        }
+    }
+
+    /// The settings every Modbus device has, whatever its transport.
+    pub fn modbus(&self) -> Option<ModbusOptions> {
+        let o = match self {
+            Device::ModbusTcp(d) | Device::ModbusRtuOverTcp(d) => ModbusOptions {
+                unit_id: d.unit_id,
+                poll_interval_ms: d.poll_interval_ms,
+                timeout_ms: d.timeout_ms,
+                max_registers_per_request: d.max_registers_per_request,
+                max_gap: d.max_gap,
+                address_base: d.address_base,
+                frame_gap_ms: d.frame_gap_ms.unwrap_or(0),
+            },
+            Device::ModbusRtu(d) => ModbusOptions {
+                unit_id: d.unit_id,
+                poll_interval_ms: d.poll_interval_ms,
+                timeout_ms: d.timeout_ms,
+                max_registers_per_request: d.max_registers_per_request,
+                max_gap: d.max_gap,
+                address_base: d.address_base,
+                frame_gap_ms: d.frame_gap_ms.unwrap_or_else(|| serial_frame_gap_ms(d.baud_rate)),
+            },
+            Device::Mqtt(_) => return None,
+        };
+        Some(o)
     }
 }
 
+/// See [`Device::modbus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModbusOptions {
+    pub unit_id: u8,
+    pub poll_interval_ms: u64,
+    pub timeout_ms: u64,
+    pub max_registers_per_request: u16,
+    pub max_gap: u16,
+    pub address_base: u16,
+    pub frame_gap_ms: u64,
+}
+
+/// The RTU silent interval: 3.5 characters of 11 bits at `baud_rate`, and at least 2 ms
+/// (USB adapters and the OS scheduler blur anything shorter).
+pub fn serial_frame_gap_ms(baud_rate: u32) -> u64 {
+    let ms = (3.5 * 11.0 * 1000.0 / f64::from(baud_rate.max(1))).ceil() as u64;
+    ms.max(2)
+}
+
+/// `modbus_tcp` and `modbus_rtu_over_tcp`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusTcpDevice {
@@ -183,8 +282,67 @@ pub struct ModbusTcpDevice {
     /// Unused registers a read may span to join two points into one request.
     #[serde(default = "default_max_gap")]
     pub max_gap: u16,
+    /// 0: register addresses in this device's points are protocol addresses (as on the
+    /// wire); 1: they are 1-based register numbers as in many vendor manuals (1 is sent as 0).
+    #[serde(default)]
+    pub address_base: u16,
+    /// `modbus_rtu_over_tcp` only: silence before each request, in ms (default 0: the device
+    /// server times its serial side itself).
+    #[serde(default)]
+    pub frame_gap_ms: Option<u64>,
 }
 
+/// `modbus_rtu`: a unit on a serial bus. Devices naming the same `serial_port` share the bus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusRtuDevice {
+    /// Unique name; points refer to it.
+    pub name: String,
+    /// The serial device, e.g. `/dev/ttyUSB0`.
+    pub serial_port: String,
+    #[serde(default = "default_baud_rate")]
+    pub baud_rate: u32,
+    #[serde(default)]
+    pub parity: drivers::modbus::Parity,
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Silence before each request, in ms; default 3.5 characters at `baud_rate`, at least 2.
+    #[serde(default)]
+    pub frame_gap_ms: Option<u64>,
+    #[serde(default = "default_unit_id")]
+    pub unit_id: u8,
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Every request is abandoned after this long and counted as a timeout.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// A communication-loss alarm is raised when the device has not answered for this long.
+    #[serde(default = "default_comm_loss_after_secs")]
+    pub comm_loss_after_secs: u64,
+    #[serde(default = "default_comm_loss_priority")]
+    pub comm_loss_priority: Priority,
+    /// Largest read, in registers (1..=125).
+    #[serde(default = "default_max_registers")]
+    pub max_registers_per_request: u16,
+    /// Unused registers a read may span to join two points into one request.
+    #[serde(default = "default_max_gap")]
+    pub max_gap: u16,
+    /// 0 (protocol addresses) or 1 (1-based register numbers); see [`ModbusTcpDevice`].
+    #[serde(default)]
+    pub address_base: u16,
+}
+
+const fn default_baud_rate() -> u32 {
+    9600
+}
+const fn default_data_bits() -> u8 {
+    8
+}
+const fn default_stop_bits() -> u8 {
+    1
+}
 const fn default_modbus_port() -> u16 {
     502
 }
@@ -232,9 +390,100 @@ pub struct Point {
     /// Plant area, for routing and the map.
     #[serde(default)]
     pub area: String,
-    pub register: RegisterSpec,
+    /// Where a Modbus device holds the value; required for Modbus points, unused otherwise.
+    #[serde(default)]
+    pub register: Option<RegisterSpec>,
+    /// MQTT: the topic filter the point's messages arrive on (default: any of the device's).
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// MQTT: JSON Pointer to the value (e.g. `/nh3`); unset means a plain-number payload.
+    #[serde(default)]
+    pub json_pointer: Option<String>,
+    /// MQTT: the `{point}` segment of the device's `topic_template` naming this point
+    /// (default: the tag).
+    #[serde(default)]
+    pub topic_point: Option<String>,
+    /// The point is expected at least this often; after this much silence its last value
+    /// turns uncertain (`stale`). MQTT points only.
+    #[serde(default)]
+    pub stale_after_ms: Option<u64>,
+    /// Raise a data-interruption alarm after this much silence (by timer).
+    #[serde(default)]
+    pub data_interruption_after_ms: Option<u64>,
+    #[serde(default = "default_data_interruption_priority")]
+    pub data_interruption_priority: Priority,
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// A sector rule pack: default limits, fault rule and condition alarms from the standard,
+    /// e.g. `{ pack = "gas", gas = "toxic:NH3", unit = "ppm" }` (docs/rules.md). Explicit
+    /// `limits` replace the pack's, and are checked against the standard.
+    #[serde(default)]
+    pub pack: Option<alert_rules::packs::Pack>,
+    #[serde(default)]
+    pub rate: Option<super::RateConfig>,
+    #[serde(default)]
+    pub deviation: Option<super::DeviationConfig>,
+    #[serde(default)]
+    pub fault: Option<super::FaultConfig>,
+    /// Suppress the point's process alarms by design while this condition holds, e.g.
+    /// `!FURNACE-1-RUN` (journaled when it starts and ends).
+    #[serde(default)]
+    pub suppress_when: Option<String>,
+    /// What to do when this point alarms; quoted in notifications.
+    #[serde(default)]
+    pub instruction: Option<String>,
+}
+
+const fn default_data_interruption_priority() -> Priority {
+    Priority::Medium
+}
+
+/// A source of readings over MQTT: one broker connection and its subscriptions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttDevice {
+    /// Unique name; points refer to it.
+    pub name: String,
+    pub broker: drivers::mqtt::BrokerConfig,
+    /// Topic filters to subscribe to (`+` and `#` allowed).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// A topic layout such as `plant/{device}/{point}`: `{point}` names the point (matched
+    /// against each point's `topic_point`, or its tag); other `{...}` match any one level.
+    #[serde(default)]
+    pub topic_template: Option<String>,
+    /// 1 (at least once, acknowledged after the engine has the readings) or 0.
+    #[serde(default = "default_mqtt_qos")]
+    pub qos: u8,
+    /// JSON Pointer to a timestamp in the payload; unset: the arrival time.
+    #[serde(default)]
+    pub timestamp_pointer: Option<String>,
+    #[serde(default)]
+    pub timestamp_format: drivers::mqtt::TimestampFormat,
+    /// JSON Pointer to a quality or status field in the payload.
+    #[serde(default)]
+    pub quality_pointer: Option<String>,
+    /// Values of the quality field that mean good (compared case-insensitively).
+    #[serde(default = "default_quality_good")]
+    pub quality_good: Vec<String>,
+    /// Larger payloads are rejected (counted as `oversized`).
+    #[serde(default = "default_max_payload_bytes")]
+    pub max_payload_bytes: usize,
+    /// A communication-loss alarm is raised when the broker connection is down this long.
+    #[serde(default = "default_comm_loss_after_secs")]
+    pub comm_loss_after_secs: u64,
+    #[serde(default = "default_comm_loss_priority")]
+    pub comm_loss_priority: Priority,
+}
+
+const fn default_mqtt_qos() -> u8 {
+    1
+}
+fn default_quality_good() -> Vec<String> {
+    ["good", "ok", "0", "192"].map(str::to_owned).to_vec()
+}
+const fn default_max_payload_bytes() -> usize {
+    64 * 1024
 }
 
 /// Limit alarms of a point.
@@ -245,6 +494,15 @@ pub struct Limits {
     /// Hysteresis in engineering units, applied when clearing only.
     #[serde(default)]
     pub deadband: f64,
+    /// Hysteresis in percent of the point's span; replaces `deadband` when the point has a span.
+    #[serde(default)]
+    pub deadband_pct: Option<f64>,
+    /// Announce an acknowledged alarm again if it is still active this long after.
+    #[serde(default)]
+    pub realarm_ms: Option<u64>,
+    /// After the value returns, the alarm stands until an operator resets it.
+    #[serde(default)]
+    pub latch: bool,
     #[serde(default)]
     pub on_delay_ms: u64,
     #[serde(default)]
@@ -275,6 +533,43 @@ impl LimitLevel {
 pub struct Notify {
     #[serde(default)]
     pub webhook: Vec<Webhook>,
+    #[serde(default)]
+    pub mqtt: Option<MqttNotify>,
+    #[serde(default)]
+    pub email: Option<super::EmailNotify>,
+    /// Base URL people reach this gateway at, e.g. `https://sentinel.plant.example`: acknowledge
+    /// links in messages point here. Unset: messages carry no link.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+/// Alarm events and the site status, published to an MQTT broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttNotify {
+    pub broker: drivers::mqtt::BrokerConfig,
+    /// Topic prefix: events go to `{prefix}/{site}/alarms`, the status to `{prefix}/{site}/status`.
+    #[serde(default = "default_mqtt_prefix")]
+    pub topic_prefix: String,
+    /// An alarm not acknowledged (PUBACK) by the broker within this long is sent again.
+    #[serde(default = "default_puback_timeout_ms")]
+    pub puback_timeout_ms: u64,
+    /// The retained status is refreshed at least this often.
+    #[serde(default = "default_status_interval_secs")]
+    pub status_interval_secs: u64,
+    /// Longest wait between two delivery attempts.
+    #[serde(default = "default_max_backoff_secs")]
+    pub max_backoff_secs: u64,
+}
+
+fn default_mqtt_prefix() -> String {
+    "sentinel/v1".to_owned()
+}
+const fn default_puback_timeout_ms() -> u64 {
+    10_000
+}
+const fn default_status_interval_secs() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -288,6 +583,10 @@ pub struct Webhook {
     /// Longest wait between two delivery attempts.
     #[serde(default = "default_max_backoff_secs")]
     pub max_backoff_secs: u64,
+    /// Key of the `X-Sentinel-Signature` HMAC (docs/notifications.md). Unset: requests are
+    /// not signed. Keep the file readable by the service user only.
+    #[serde(default)]
+    pub secret: Option<Secret>,
 }
 
 const fn default_webhook_timeout_ms() -> u64 {
@@ -295,4 +594,94 @@ const fn default_webhook_timeout_ms() -> u64 {
 }
 const fn default_max_backoff_secs() -> u64 {
     60
+}
+
+/// Where readings are forwarded from the embedded store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// An InfluxDB (v2 or v1 write API) or anything that accepts its line protocol, such as
+    /// VictoriaMetrics.
+    #[serde(default)]
+    pub influxdb: Option<InfluxDb>,
+}
+
+/// Which InfluxDB write endpoint to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InfluxApi {
+    /// `/api/v2/write?org=&bucket=`, token in `Authorization: Token ...`.
+    V2,
+    /// `/write?db=`, the 1.x endpoint (token sent as `Authorization: Token ...` when set).
+    V1,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxDb {
+    /// Base URL, e.g. `http://influxdb:8086`.
+    pub url: String,
+    #[serde(default = "default_influx_api")]
+    pub api: InfluxApi,
+    /// Organisation (v2).
+    #[serde(default)]
+    pub org: String,
+    /// Bucket (v2).
+    #[serde(default)]
+    pub bucket: String,
+    /// Database (v1).
+    #[serde(default)]
+    pub database: String,
+    /// API token; best given as `SENTINEL__UPSTREAM__INFLUXDB__TOKEN`. Never logged.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// A batch is sent when it holds this many points ...
+    #[serde(default = "default_batch_max_points")]
+    pub batch_max_points: usize,
+    /// ... or when its oldest point has waited this long.
+    #[serde(default = "default_batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+    /// Compress request bodies with gzip.
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+    /// One write request is abandoned (and retried) after this long.
+    #[serde(default = "default_influx_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Longest wait between two attempts after network errors, 5xx and 429 (a longer
+    /// `Retry-After` is honoured).
+    #[serde(default = "default_max_backoff_secs")]
+    pub max_backoff_secs: u64,
+}
+
+const fn default_influx_api() -> InfluxApi {
+    InfluxApi::V2
+}
+const fn default_batch_max_points() -> usize {
+    5000
+}
+const fn default_batch_max_wait_ms() -> u64 {
+    1000
+}
+const fn default_true() -> bool {
+    true
+}
+const fn default_influx_timeout_ms() -> u64 {
+    10_000
+}
+
+/// A secret (token, password): its `Debug` output is redacted so it never reaches a log.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(\"<redacted>\")")
+    }
 }

@@ -55,12 +55,14 @@ fn minimal_config_gets_documented_defaults() {
     let c = load(MINIMAL).unwrap();
     assert_eq!(c.store.retention_days, 30);
     assert_eq!(c.http.listen, "127.0.0.1:8080");
-    let Device::ModbusTcp(d) = &c.devices[0];
+    let Device::ModbusTcp(d) = &c.devices[0] else {
+        panic!("the minimal config has a modbus_tcp device");
+    };
     assert_eq!(
         (d.port, d.unit_id, d.poll_interval_ms, d.timeout_ms),
         (502, 1, 1000, 1000)
     );
-    assert_eq!(c.points[0].register.scale, 1.0);
+    assert_eq!(c.points[0].register.as_ref().map(|r| r.scale), Some(1.0));
 }
 
 #[test]

@@ -76,14 +76,18 @@ impl WebhookSender {
             if wait > 0 && sleep_or_cancel(&shutdown, Duration::from_millis(wait as u64)).await {
                 return;
             }
-            let result = client
+            let mut request = client
                 .post(&self.hook.url)
                 .header("content-type", "application/json")
                 .header("idempotency-key", &item.event_id)
-                .header("x-sentinel-event-id", &item.event_id)
-                .body(item.body.clone())
-                .send()
-                .await;
+                .header("x-sentinel-event-id", &item.event_id);
+            // Signed at each attempt: the timestamp must be fresh for the receiver's replay window.
+            if let Some(secret) = &self.hook.secret {
+                let t = now_millis().div_euclid(1000);
+                let signature = super::signing::webhook_signature(secret.expose().as_bytes(), t, item.body.as_bytes());
+                request = request.header(super::signing::SIGNATURE_HEADER, signature);
+            }
+            let result = request.body(item.body.clone()).send().await;
             let outcome = match result {
                 Ok(resp) if resp.status().is_success() => Ok(()),
                 Ok(resp) => Err(format!("HTTP {}", resp.status())),

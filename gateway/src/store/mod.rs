@@ -2,7 +2,10 @@
 //! write connection and commits readings, journal records and outbox rows together, so that an
 //! alarm event is durable before any notifier can see it. Readers open their own connections.
 
+mod salvage;
 mod schema;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -30,7 +33,9 @@ pub enum StoreError {
     },
 }
 
-/// Open (creating if needed) the store for writing, with its schema.
+/// Open (creating if needed) the store for writing, with its schema. A damaged file is moved
+/// aside and what can still be read from it is copied into a new one (see [`salvage`]); the
+/// loss is logged and recorded in `store_losses`, never a panic and never a silent wipe.
 pub fn open_writer(data_dir: &Path) -> Result<Connection, StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
         path: data_dir.to_owned(),
@@ -41,15 +46,37 @@ pub fn open_writer(data_dir: &Path) -> Result<Connection, StoreError> {
         path: path.clone(),
         source,
     };
-    let conn = Connection::open(&path).map_err(wrap)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(wrap)?;
+    match open_checked(&path) {
+        Ok(conn) => Ok(conn),
+        Err(error) if salvage::is_damage(&error) => {
+            tracing::error!(%error, path = %path.display(), "The store file is damaged; salvaging what can be read.");
+            salvage::salvage(&path).map_err(wrap)
+        }
+        Err(error) => Err(wrap(error)),
+    }
+}
+
+fn open_checked(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = open_plain(path)?;
+    // quick_check reads every page once (about a second per GB at start): the price of never
+    // running on a file whose damage would surface later as failed commits.
+    let verdict: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+    if verdict != "ok" {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some(verdict),
+        ));
+    }
+    conn.execute_batch(schema::SCHEMA)?;
+    Ok(conn)
+}
+
+fn open_plain(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a committed alarm survives a power cut, not only a crash.
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(wrap)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(wrap)?;
-    conn.execute_batch(schema::SCHEMA).map_err(wrap)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
 }
 

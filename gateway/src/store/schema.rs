@@ -11,7 +11,10 @@ CREATE TABLE IF NOT EXISTS points (
     tag TEXT NOT NULL UNIQUE
 );
 -- Every reading. value is NULL when the reading carries no usable value (bad quality).
+-- id only grows (AUTOINCREMENT): upstream sinks remember the last id they forwarded, so an id
+-- must never be handed out twice, even after retention or the disk budget emptied the table.
 CREATE TABLE IF NOT EXISTS readings (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
     point   INTEGER NOT NULL,
     ts_ms   INTEGER NOT NULL,
     value   REAL,
@@ -51,6 +54,81 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (channel, event_id)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (channel, id) WHERE delivered_ms IS NULL;
+-- How far each upstream sink has forwarded the readings table (the largest readings rowid it
+-- has delivered). Advanced only after the upstream accepted the batch.
+CREATE TABLE IF NOT EXISTS sink_cursor (
+    sink       TEXT PRIMARY KEY,
+    last_rowid INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+-- Batches an upstream refused for good (a 4xx other than 401, 403, 413 and 429), kept with the
+-- answer so that an operator can see what was refused and why, and replay it.
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id          INTEGER PRIMARY KEY,
+    sink        TEXT NOT NULL,
+    first_rowid INTEGER NOT NULL,
+    last_rowid  INTEGER NOT NULL,
+    points      INTEGER NOT NULL,
+    status      INTEGER NOT NULL,
+    error       TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+-- Everything the store had to give up, and why: readings dropped by the disk budget or by
+-- retention before a sink forwarded them, and records lost when a damaged file was salvaged.
+CREATE TABLE IF NOT EXISTS store_losses (
+    id          INTEGER PRIMARY KEY,
+    at_ms       INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    readings    INTEGER NOT NULL,
+    unforwarded INTEGER NOT NULL,
+    detail      TEXT NOT NULL
+);
+-- Escalation timers: where each open alarm stands on each responsibility chain. due_ms is the
+-- next notice's time (NULL: nothing more to send). Rows go when the alarm is acknowledged,
+-- returns to normal, or is hidden; a restart resumes from here.
+CREATE TABLE IF NOT EXISTS escalations (
+    alarm_id     INTEGER NOT NULL,
+    chain        TEXT NOT NULL,
+    raised_ms    INTEGER NOT NULL,
+    next_tier    INTEGER NOT NULL,
+    repeats      INTEGER NOT NULL,
+    last_sent_ms INTEGER NOT NULL,
+    due_ms       INTEGER,
+    event        TEXT NOT NULL,
+    PRIMARY KEY (alarm_id, chain)
+);
+-- Hazard tickets (隐患) and every change of each, with who, when and why.
+CREATE TABLE IF NOT EXISTS tickets (
+    id             INTEGER PRIMARY KEY,
+    state          TEXT NOT NULL,
+    title          TEXT NOT NULL,
+    description    TEXT NOT NULL,
+    point          TEXT,
+    area           TEXT,
+    alarm_id       INTEGER,
+    alarm_event_id TEXT UNIQUE,
+    assignee       TEXT,
+    deadline_ms    INTEGER,
+    created_ms     INTEGER NOT NULL,
+    created_by     TEXT NOT NULL,
+    updated_ms     INTEGER NOT NULL,
+    seq            INTEGER NOT NULL,
+    overdue_state  TEXT
+);
+CREATE INDEX IF NOT EXISTS tickets_state ON tickets (state);
+CREATE TABLE IF NOT EXISTS ticket_events (
+    ticket_id   INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    from_state  TEXT,
+    to_state    TEXT NOT NULL,
+    by          TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    comment     TEXT,
+    assignee    TEXT,
+    deadline_ms INTEGER,
+    PRIMARY KEY (ticket_id, seq)
+);
 ";
 
 /// The hash that precedes the first journal record.

@@ -23,7 +23,12 @@ pub struct JournalEntry {
     pub at: Millis,
     /// The event JSON (what notifiers send).
     pub body: String,
-    pub alarm: Alarm,
+    /// The alarm's state after the event; `None` for records that are not alarm transitions
+    /// (shelving of a source with no open alarm, out-of-service periods, reloads).
+    pub alarm: Option<Alarm>,
+    /// Whether the event goes to the notification outboxes. Events of hidden (shelved,
+    /// suppressed, out-of-service) alarms are journaled but never announced.
+    pub notify: bool,
 }
 
 /// What the engine hands to the store in one go.
@@ -87,6 +92,8 @@ pub struct WriterSetup {
     pub metrics: Arc<Metrics>,
     /// Hash of the newest journal record.
     pub journal_head: String,
+    /// Most bytes the store's live pages may use (see [`Writer::enforce_budget`]).
+    pub disk_budget_bytes: u64,
 }
 
 /// Start the writer thread. It ends when every [`StoreHandle`] is dropped and the queue is empty.
@@ -97,14 +104,29 @@ pub fn spawn_writer(
     let (tx, rx) = mpsc::channel(capacity);
     let thread = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || Writer { setup }.run(rx))
+        .spawn(move || {
+            Writer {
+                setup,
+                budget_checked: None,
+                since_budget_check: 0,
+            }
+            .run(rx)
+        })
         .expect("spawning the store writer thread");
     (StoreHandle { tx }, thread)
 }
 
 struct Writer {
     setup: WriterSetup,
+    /// When the disk budget was last checked, and readings committed since.
+    budget_checked: Option<Instant>,
+    since_budget_check: usize,
 }
+
+/// How often the disk budget is checked while readings arrive: every second, or sooner after
+/// this many readings (a burst after an outage must not overshoot the budget by much).
+const BUDGET_CHECK_EVERY: Duration = Duration::from_secs(1);
+const BUDGET_CHECK_READINGS: usize = 50_000;
 
 /// How many queued batches are merged into one transaction at most.
 const MERGE_MAX: usize = 64;
@@ -128,7 +150,17 @@ impl Writer {
                 }
             }
             if !batches.is_empty() {
+                self.since_budget_check += batches.iter().map(|b| b.readings.len()).sum::<usize>();
                 self.commit_with_retry(batches, &rx);
+                if self.since_budget_check >= BUDGET_CHECK_READINGS
+                    || self
+                        .budget_checked
+                        .is_none_or(|at| at.elapsed() >= BUDGET_CHECK_EVERY)
+                {
+                    self.budget_checked = Some(Instant::now());
+                    self.since_budget_check = 0;
+                    self.enforce_budget();
+                }
             }
             if let Some(before) = prune {
                 self.prune(before);
@@ -208,20 +240,18 @@ impl Writer {
                 }
                 for e in &batch.events {
                     let hash = super::chain_hash(&head, &e.body);
-                    insert_journal.execute(params![
-                        e.event_id,
-                        e.alarm.id as i64,
-                        e.at,
-                        e.body,
-                        head,
-                        hash
-                    ])?;
+                    let alarm_id = e.alarm.as_ref().map_or(0, |a| a.id as i64);
+                    insert_journal.execute(params![e.event_id, alarm_id, e.at, e.body, head, hash])?;
                     head = hash;
-                    let state = serde_json::to_string(&e.alarm).unwrap_or_default();
-                    let open = e.alarm.state != AlarmState::Normal;
-                    upsert_alarm.execute(params![e.alarm.id as i64, e.seq, open, state])?;
-                    for channel in &setup.channels {
-                        insert_outbox.execute(params![channel, e.event_id, e.body, e.at])?;
+                    if let Some(alarm) = &e.alarm {
+                        let state = serde_json::to_string(alarm).unwrap_or_default();
+                        let open = alarm.state != AlarmState::Normal;
+                        upsert_alarm.execute(params![alarm_id, e.seq, open, state])?;
+                    }
+                    if e.notify {
+                        for channel in &setup.channels {
+                            insert_outbox.execute(params![channel, e.event_id, e.body, e.at])?;
+                        }
                     }
                 }
             }
@@ -253,17 +283,164 @@ impl Writer {
     }
 
     fn prune(&mut self, before: Millis) {
-        match self
-            .setup
-            .conn
-            .execute("DELETE FROM readings WHERE ts_ms < ?1", params![before])
-        {
-            Ok(n) if n > 0 => tracing::info!(deleted = n, "Readings past retention removed."),
-            Ok(_) => {}
+        match prune(&mut self.setup.conn, before, drivers::now_millis()) {
+            Ok((n, unforwarded)) => {
+                if n > 0 {
+                    tracing::info!(deleted = n, "Readings past retention removed.");
+                }
+                if unforwarded > 0 {
+                    let m = &self.setup.metrics.sinks;
+                    m.readings_dropped
+                        .add("retention_unforwarded", "", unforwarded);
+                    m.last_loss_ms.set(drivers::now_millis().max(1) as u64);
+                    tracing::error!(
+                        unforwarded,
+                        "Readings past retention were removed before an upstream sink forwarded them."
+                    );
+                }
+            }
             Err(error) => {
                 self.setup.metrics.store_errors.inc();
                 tracing::error!(%error, "Removing readings past retention failed.");
             }
         }
     }
+
+    /// Keep the store within its disk budget: past it, drop the oldest readings (never journal,
+    /// alarm or outbox rows) until the live pages use at most 90 % of the budget. Freed pages
+    /// are reused by later writes, so the file stops growing.
+    fn enforce_budget(&mut self) {
+        let budget = self.setup.disk_budget_bytes;
+        let m = &self.setup.metrics.sinks;
+        match enforce_budget(&mut self.setup.conn, budget, drivers::now_millis()) {
+            Ok(outcome) => {
+                m.store_used_bytes.set(outcome.used_bytes);
+                m.store_over_budget
+                    .set(u64::from(outcome.used_bytes > budget));
+                if outcome.dropped > 0 {
+                    m.readings_dropped.add("disk_budget", "", outcome.dropped);
+                    m.readings_dropped
+                        .add("disk_budget_unforwarded", "", outcome.unforwarded);
+                    m.last_loss_ms.set(drivers::now_millis().max(1) as u64);
+                    tracing::error!(
+                        dropped = outcome.dropped,
+                        unforwarded = outcome.unforwarded,
+                        used_bytes = outcome.used_bytes,
+                        budget_bytes = budget,
+                        "The store reached its disk budget; the oldest readings were dropped."
+                    );
+                }
+                if outcome.used_bytes > budget {
+                    tracing::error!(
+                        used_bytes = outcome.used_bytes,
+                        budget_bytes = budget,
+                        "The store is over its disk budget with no readings left to drop; the journal alone exceeds it."
+                    );
+                }
+            }
+            Err(error) => {
+                self.setup.metrics.store_errors.inc();
+                tracing::error!(%error, "Checking the store's disk budget failed.");
+            }
+        }
+    }
+}
+
+/// Bytes used by the store's live pages (the file minus its free pages).
+pub fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    Ok(((pages - free).max(0) * page_size) as u64)
+}
+
+/// The smallest sink cursor: readings after it are not yet forwarded everywhere.
+fn min_sink_cursor(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT MIN(last_rowid) FROM sink_cursor", [], |r| r.get(0))
+}
+
+/// Delete readings measured before `before`. Returns (deleted, of which not yet forwarded).
+pub fn prune(conn: &mut Connection, before: Millis, now: Millis) -> rusqlite::Result<(u64, u64)> {
+    let tx = conn.transaction()?;
+    let unforwarded: i64 = match min_sink_cursor(&tx)? {
+        Some(cursor) => tx.query_row(
+            "SELECT COUNT(*) FROM readings WHERE ts_ms < ?1 AND rowid > ?2",
+            params![before, cursor],
+            |r| r.get(0),
+        )?,
+        None => 0,
+    };
+    let n = tx.execute("DELETE FROM readings WHERE ts_ms < ?1", params![before])?;
+    if unforwarded > 0 {
+        tx.execute(
+            "INSERT INTO store_losses (at_ms, reason, readings, unforwarded, detail) VALUES (?1, 'retention', ?2, ?3, ?4)",
+            params![now, n as i64, unforwarded, format!("readings measured before {before} ms")],
+        )?;
+    }
+    tx.commit()?;
+    Ok((n as u64, unforwarded as u64))
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BudgetOutcome {
+    pub used_bytes: u64,
+    pub dropped: u64,
+    pub unforwarded: u64,
+}
+
+/// See [`Writer::enforce_budget`].
+pub fn enforce_budget(
+    conn: &mut Connection,
+    budget: u64,
+    now: Millis,
+) -> rusqlite::Result<BudgetOutcome> {
+    let mut out = BudgetOutcome {
+        used_bytes: used_bytes(conn)?,
+        ..BudgetOutcome::default()
+    };
+    if out.used_bytes <= budget {
+        return Ok(out);
+    }
+    let target = budget / 10 * 9;
+    let (mut first, mut last) = (i64::MAX, 0i64);
+    while out.used_bytes > target {
+        let range: (Option<i64>, Option<i64>) = conn.query_row(
+            "SELECT MIN(rowid), MAX(rowid) FROM readings",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (Some(min), Some(max)) = range else {
+            break;
+        };
+        // A twentieth of what is there at a time: few passes, and little more than needed.
+        let upto = min + ((max - min) / 20).max(1000);
+        let tx = conn.transaction()?;
+        let unforwarded: i64 = match min_sink_cursor(&tx)? {
+            Some(cursor) => tx.query_row(
+                "SELECT COUNT(*) FROM readings WHERE rowid < ?1 AND rowid > ?2",
+                params![upto, cursor],
+                |r| r.get(0),
+            )?,
+            None => 0,
+        };
+        let n = tx.execute("DELETE FROM readings WHERE rowid < ?1", params![upto])?;
+        tx.commit()?;
+        out.dropped += n as u64;
+        out.unforwarded += unforwarded as u64;
+        first = first.min(min);
+        last = last.max(upto - 1);
+        out.used_bytes = used_bytes(conn)?;
+    }
+    if out.dropped > 0 {
+        conn.execute(
+            "INSERT INTO store_losses (at_ms, reason, readings, unforwarded, detail) VALUES (?1, 'disk_budget', ?2, ?3, ?4)",
+            params![
+                now,
+                out.dropped as i64,
+                out.unforwarded as i64,
+                format!("reading ids {first}..={last}; budget {budget} bytes")
+            ],
+        )?;
+    }
+    Ok(out)
 }

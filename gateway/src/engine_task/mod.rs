@@ -1,0 +1,274 @@
+//! The engine task: the one owner of alarm state. Field events and operator commands come in
+//! over bounded channels; readings and alarm, mode and colour events go out to the store, which
+//! commits them before anything is announced.
+
+mod commands;
+mod status;
+mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alert_rules::kpi::{AlarmLoad, KpiConfig};
+use alert_rules::{AlarmEvent, ColourChange, Engine, Millis, ModeEvent, Quality, RiskMap};
+use drivers::{FieldEvent, now_millis};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use commands::{Action, AlarmFilter, Command, OperateError, Target};
+pub use status::SiteStatus;
+pub use views::{PointView, RiskView};
+
+use crate::event::{AlarmEventJson, ColourChangeJson, ModeEventJson};
+use crate::metrics::Metrics;
+use crate::plant::Plant;
+use crate::store::{JournalEntry, StoreHandle, WriteBatch};
+
+/// Readings are handed to the store in batches of at most this many.
+const MAX_BATCH: usize = 4096;
+/// At shutdown, how long the engine keeps draining events the drivers already sent.
+const DRAIN_AT_SHUTDOWN: Duration = Duration::from_secs(3);
+
+pub struct EngineTask {
+    pub engine: Engine,
+    pub plant: Arc<Plant>,
+    pub store: StoreHandle,
+    pub metrics: Arc<Metrics>,
+    pub flush_interval: Duration,
+    pub tick_interval: Duration,
+    pub retention: Duration,
+    /// The live site status (colour, alarm counts, points online), for the uplink and views.
+    pub status: watch::Sender<SiteStatus>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LastValue {
+    value: Option<f64>,
+    time: Option<Millis>,
+    quality: Option<Quality>,
+    quality_since: Option<Millis>,
+}
+
+impl EngineTask {
+    pub async fn run(
+        self,
+        mut field: mpsc::Receiver<FieldEvent>,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        let EngineTask { mut engine, plant, store, metrics, flush_interval, tick_interval, retention, status } = self;
+        let now = now_millis();
+        let mut risk = RiskMap::new(&plant.rulebook().risk_units);
+        let kpi = AlarmLoad::new(KpiConfig::default(), now);
+        // Restored open alarms still count for the colour and the standing-alarm KPI.
+        let mut ignored = Vec::new();
+        for alarm in engine.open_alarms() {
+            risk.on_alarm(alarm, now, &mut ignored);
+        }
+        let mut state = State {
+            last: vec![LastValue { value: None, time: None, quality: None, quality_since: None }; plant.points.len()],
+            batch: WriteBatch::default(),
+            events: Vec::new(),
+            modes: Vec::new(),
+            colours: Vec::new(),
+            risk,
+            kpi,
+            status_dirty: false,
+            plant,
+            store,
+            metrics,
+            status,
+            last_data: None,
+        };
+        state.publish_status(&engine);
+        let mut tick = tokio::time::interval(tick_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(flush_interval);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prune = tokio::time::interval(Duration::from_secs(3600));
+        let mut status_every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                msg = field.recv() => match msg {
+                    Some(msg) => {
+                        state.on_field(&mut engine, msg);
+                        if state.must_flush() && !state.flush(None).await { return; }
+                    }
+                    None => break,
+                },
+                cmd = commands.recv() => if let Some(cmd) = cmd {
+                    if !state.on_command(&mut engine, cmd).await { return; }
+                },
+                _ = tick.tick() => {
+                    let now = now_millis();
+                    engine.tick(now, &mut state.events);
+                    engine.drain_mode_events(&mut state.modes);
+                    state.risk.tick(now, &mut state.colours);
+                    state.metrics.engine_heartbeat.inc();
+                    state.metrics.engine_queue_depth.set((field.max_capacity() - field.capacity()) as u64);
+                    if state.must_flush() && !state.flush(None).await { return; }
+                    if state.status_dirty { state.publish_status(&engine); }
+                }
+                _ = flush.tick() => if !state.flush(None).await { return; },
+                _ = status_every.tick() => state.publish_status(&engine),
+                _ = prune.tick() => {
+                    let before = now_millis() - retention.as_millis() as Millis;
+                    if state.store.prune(before).await.is_err() { return; }
+                }
+            }
+        }
+        // Shutdown: take what the drivers already sent, then commit it all.
+        let deadline = tokio::time::Instant::now() + DRAIN_AT_SHUTDOWN;
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, field.recv()).await {
+            state.on_field(&mut engine, msg);
+            if state.must_flush() && !state.flush(None).await {
+                return;
+            }
+        }
+        state.flush(None).await;
+        tracing::info!("Engine stopped; pending readings and alarm events handed to the store.");
+    }
+}
+
+struct State {
+    last: Vec<LastValue>,
+    batch: WriteBatch,
+    events: Vec<AlarmEvent>,
+    /// Shelving, suppression and out-of-service changes, journaled with the alarm events.
+    modes: Vec<ModeEvent>,
+    /// Risk colour changes, journaled too.
+    colours: Vec<ColourChange>,
+    risk: RiskMap,
+    kpi: AlarmLoad,
+    /// The colour changed since the status was last published.
+    status_dirty: bool,
+    plant: Arc<Plant>,
+    store: StoreHandle,
+    metrics: Arc<Metrics>,
+    status: watch::Sender<SiteStatus>,
+    /// When the last reading arrived from any source.
+    last_data: Option<Millis>,
+}
+
+impl State {
+    fn on_field(&mut self, engine: &mut Engine, msg: FieldEvent) {
+        let now = now_millis();
+        match msg {
+            FieldEvent::Reading(r) => {
+                self.metrics.readings_received.inc();
+                engine.on_reading(&r, now, &mut self.events);
+                if let Some(last) = self.last.get_mut(r.point.0 as usize) {
+                    if r.quality.is_usable() && r.value.is_finite() {
+                        last.value = Some(r.value);
+                        last.time = Some(r.time);
+                    }
+                    if last.quality != Some(r.quality) {
+                        last.quality = Some(r.quality);
+                        last.quality_since = Some(r.time);
+                    }
+                }
+                self.last_data = Some(now);
+                self.batch.readings.push(r);
+            }
+            FieldEvent::DeviceStatus { device, ok, at } => engine.on_device_status(device, ok, at, &mut self.events),
+        }
+        engine.drain_mode_events(&mut self.modes);
+    }
+
+    fn must_flush(&self) -> bool {
+        !self.events.is_empty()
+            || !self.modes.is_empty()
+            || !self.colours.is_empty()
+            || self.batch.readings.len() >= MAX_BATCH
+    }
+
+    /// Hand readings and events to the store. Returns false when the store is gone.
+    async fn flush(&mut self, done: Option<oneshot::Sender<()>>) -> bool {
+        if !self.must_flush() && self.batch.readings.is_empty() && done.is_none() {
+            return true;
+        }
+        let now = now_millis();
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.done = done;
+        for event in self.events.drain(..) {
+            self.risk.on_event(&event, now, &mut self.colours);
+            self.kpi.on_event(&event);
+            let json = AlarmEventJson::new(&self.plant, &event);
+            log_event(&json);
+            self.metrics.alarm_events.inc(json.alarm.kind, json.transition);
+            // Hidden (shelved, suppressed, out-of-service) alarms are journaled, never announced.
+            let notify = event.announce() || !event.alarm.state.is_hidden();
+            batch.events.push(JournalEntry {
+                event_id: json.id.clone(),
+                seq: event.seq,
+                at: event.at,
+                body: serde_json::to_string(&json).unwrap_or_default(),
+                alarm: Some(event.alarm),
+                notify,
+            });
+        }
+        for mode in self.modes.drain(..) {
+            let json = ModeEventJson::new(&self.plant, &mode);
+            tracing::info!(
+                mode = json.mode,
+                scope = %json.scope,
+                by = json.by.as_deref().unwrap_or(""),
+                reason = json.reason.as_deref().unwrap_or(""),
+                "Alarm mode {}: {}.",
+                if json.entered { "entered" } else { "ended" },
+                json.scope
+            );
+            batch.events.push(JournalEntry {
+                event_id: json.id.clone(),
+                seq: 0,
+                at: mode.at,
+                body: serde_json::to_string(&json).unwrap_or_default(),
+                alarm: None,
+                notify: false,
+            });
+        }
+        let colour_changed = !self.colours.is_empty();
+        for change in self.colours.drain(..) {
+            let json = ColourChangeJson::new(&self.plant, &change);
+            tracing::info!(unit = %json.unit, from = json.from, to = json.to, "Risk colour changed.");
+            batch.events.push(JournalEntry {
+                event_id: json.id.clone(),
+                seq: 0,
+                at: change.at,
+                body: serde_json::to_string(&json).unwrap_or_default(),
+                alarm: None,
+                notify: false,
+            });
+        }
+        if colour_changed {
+            // The status carries the colour: the uplink and the map should not wait a second.
+            self.status_dirty = true;
+        }
+        self.batch.readings = Vec::with_capacity(batch.readings.len().min(MAX_BATCH));
+        if self.store.write(batch).await.is_err() {
+            tracing::error!("The store writer has stopped; the engine stops too.");
+            return false;
+        }
+        true
+    }
+}
+
+fn log_event(e: &AlarmEventJson) {
+    let a = &e.alarm;
+    if e.transition == "raised" {
+        tracing::warn!(alarm_id = a.alarm_id, point = %a.point, kind = a.kind, priority = a.priority, "Alarm raised: {}.", a.message);
+    } else {
+        tracing::info!(
+            alarm_id = a.alarm_id,
+            point = %a.point,
+            kind = a.kind,
+            transition = e.transition,
+            by = e.by.as_deref().unwrap_or(""),
+            "Alarm {}: {}.",
+            e.transition,
+            a.message
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! The MQTT channel: alarm events to `{prefix}/{site}/alarms` (QoS 1) and the site status,
+//! retained, at `{prefix}/{site}/status`, with a Last Will that marks the gateway offline.
+//!
+//! rumqttc's `publish` returns when the request is queued, not when the broker has the
+//! message. So one event is in flight at a time: its outbox row is marked delivered only when
+//! the broker's PUBACK for the packet id the event loop reported (`Outgoing::Publish(pkid)`)
+//! arrives. A lost connection or a missing PUBACK leaves the row pending; it is sent again
+//! (at least once: receivers dedupe by event `id`). The session is always clean: the outbox,
+//! not the broker, is this channel's queue.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drivers::mqtt::client::{self, Event, Qos, Session, Will};
+use drivers::now_millis;
+use serde_json::json;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::Outbox;
+use crate::config::{MqttNotify, RiskColour, Site};
+use crate::engine_task::{AlarmFilter, Command};
+use crate::event::rfc3339;
+use crate::metrics::Metrics;
+
+/// The outbox channel name of the MQTT publisher.
+pub const CHANNEL: &str = "mqtt";
+
+pub struct MqttSender {
+    pub config: MqttNotify,
+    pub site: Site,
+    pub outbox: Outbox,
+    pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+    /// To ask the engine for the open alarms (the status counts).
+    pub commands: mpsc::Sender<Command>,
+}
+
+/// What a queued publish was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Alarm(i64),
+    Status,
+}
+
+struct InFlight {
+    id: i64,
+    event_id: String,
+    attempts: u32,
+    deadline: Instant,
+}
+
+enum Link {
+    Up,
+    Down(String),
+    Event(Event),
+}
+
+impl MqttSender {
+    pub fn alarms_topic(&self) -> String {
+        format!("{}/{}/alarms", self.config.topic_prefix, self.site.id)
+    }
+
+    pub fn status_topic(&self) -> String {
+        format!("{}/{}/status", self.config.topic_prefix, self.site.id)
+    }
+
+    fn offline(&self) -> Vec<u8> {
+        json!({ "site": self.site.id, "online": false }).to_string().into_bytes()
+    }
+
+    /// Deliver until `shutdown`. After `drain`, return once nothing is pending.
+    pub async fn run(self, drain: CancellationToken, shutdown: CancellationToken) {
+        let session = Session {
+            client_id: self.config.broker.client_id_or(&format!("sentinel-{}-notify", self.site.id)),
+            clean: true,
+            manual_acks: false,
+            will: Some(Will { topic: self.status_topic(), payload: self.offline(), retain: true }),
+            request_capacity: 64,
+        };
+        let (client, eventloop) = match client::build(&self.config.broker, &session) {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::error!(%error, "MQTT notifier could not be built; alarms stay in the outbox.");
+                return;
+            }
+        };
+        let (tx, mut rx) = mpsc::channel(256);
+        let poll_stop = CancellationToken::new();
+        let cap = Duration::from_secs(self.config.broker.reconnect_max_secs.max(1));
+        let poller = tokio::spawn(poll(eventloop, tx, cap, poll_stop.clone()));
+        let channel = CHANNEL;
+        let puback_timeout = Duration::from_millis(self.config.puback_timeout_ms);
+        let backoff_cap = Duration::from_secs(self.config.max_backoff_secs);
+        let status_every = Duration::from_secs(self.config.status_interval_secs);
+        let mut connected = false;
+        let mut queued: VecDeque<Tag> = VecDeque::new();
+        let mut sent: HashMap<u16, Tag> = HashMap::new();
+        let mut in_flight: Option<InFlight> = None;
+        let mut next_status = Instant::now();
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if connected && in_flight.is_none() {
+                match self.outbox.head().await {
+                    Ok(Some(item)) => {
+                        let wait = item.next_attempt_ms - now_millis();
+                        if wait > 0 {
+                            retry_at = Some(Instant::now() + Duration::from_millis(wait as u64));
+                        } else {
+                            retry_at = None;
+                            queued.push_back(Tag::Alarm(item.id));
+                            if let Err(error) = client.publish(&self.alarms_topic(), item.body.into_bytes(), Qos::AtLeastOnce, false).await {
+                                tracing::error!(%error, "Queuing an alarm for MQTT failed.");
+                                queued.pop_back();
+                            } else {
+                                in_flight = Some(InFlight {
+                                    id: item.id,
+                                    event_id: item.event_id,
+                                    attempts: item.attempts,
+                                    deadline: Instant::now() + puback_timeout,
+                                });
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        retry_at = None;
+                        if drain.is_cancelled() {
+                            break;
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, %channel, "Reading the outbox failed."),
+                }
+            }
+            if let Ok(n) = self.outbox.pending_count().await {
+                self.metrics.outbox_pending.set(channel, "", n);
+            }
+            if connected && Instant::now() >= next_status {
+                next_status = Instant::now() + status_every;
+                let body = self.status(true).await;
+                queued.push_back(Tag::Status);
+                if client.publish(&self.status_topic(), body, Qos::AtLeastOnce, true).await.is_err() {
+                    queued.pop_back();
+                }
+            }
+            if drain.is_cancelled() && !connected {
+                // Nothing can be delivered without a broker; the outbox keeps it for next time.
+                break;
+            }
+            let mut wake_at = next_status;
+            if let Some(f) = &in_flight {
+                wake_at = wake_at.min(f.deadline);
+            }
+            if let Some(r) = retry_at {
+                wake_at = wake_at.min(r);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = drain.cancelled(), if !drain.is_cancelled() => {}
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep_until(wake_at) => {
+                    if let Some(f) = in_flight.take_if(|f| Instant::now() >= f.deadline) {
+                        self.failed(&f, "no PUBACK in time".to_owned(), backoff_cap).await;
+                    }
+                }
+                link = rx.recv() => match link {
+                    None => break,
+                    Some(Link::Up) => {
+                        connected = true;
+                        queued.clear();
+                        sent.clear();
+                        // Whatever was in flight is sent again on the new connection.
+                        in_flight = None;
+                        next_status = Instant::now();
+                        tracing::info!(topic = %self.alarms_topic(), "MQTT notifier connected.");
+                    }
+                    Some(Link::Down(error)) => {
+                        if connected {
+                            tracing::warn!(%error, "MQTT notifier lost the broker; alarms wait in the outbox.");
+                        }
+                        connected = false;
+                        queued.clear();
+                        sent.clear();
+                        in_flight = None;
+                    }
+                    Some(Link::Event(Event::Sent(pkid))) => {
+                        if let Some(tag) = queued.pop_front()
+                            && pkid != 0
+                        {
+                            sent.insert(pkid, tag);
+                        }
+                    }
+                    Some(Link::Event(Event::PubAck { pkid, ok })) => {
+                        match sent.remove(&pkid) {
+                            Some(Tag::Alarm(id)) => {
+                                if let Some(f) = in_flight.take_if(|f| f.id == id) {
+                                    if ok {
+                                        self.metrics.deliveries.inc(channel, "delivered");
+                                        if let Err(error) = self.outbox.delivered(f.id, now_millis()).await {
+                                            tracing::error!(%error, %channel, "Marking a delivered notification failed; it may be sent again.");
+                                        }
+                                        // The counts changed with this event: refresh the status soon.
+                                        next_status = next_status.min(Instant::now() + Duration::from_millis(200));
+                                    } else {
+                                        self.failed(&f, "broker refused the message".to_owned(), backoff_cap).await;
+                                    }
+                                }
+                            }
+                            Some(Tag::Status) | None => {}
+                        }
+                    }
+                    Some(Link::Event(_)) => {}
+                }
+            }
+        }
+        if connected {
+            // A clean disconnect does not trigger the Will, so say so ourselves.
+            let body = self.status(false).await;
+            if client.publish(&self.status_topic(), body, Qos::AtLeastOnce, true).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while let Some(link) = rx.recv().await {
+                        if matches!(link, Link::Event(Event::PubAck { .. })) && queued.is_empty() {
+                            break;
+                        }
+                        if let Link::Event(Event::Sent(_)) = link {
+                            queued.pop_front();
+                        }
+                    }
+                })
+                .await;
+            }
+            client.disconnect().await;
+            let _ = tokio::time::timeout(Duration::from_millis(300), poller).await;
+        }
+        poll_stop.cancel();
+    }
+
+    async fn failed(&self, f: &InFlight, error: String, cap: Duration) {
+        self.metrics.deliveries.inc(CHANNEL, "failed");
+        let delay = super::backoff(f.attempts, cap);
+        tracing::warn!(event_id = %f.event_id, attempts = f.attempts + 1, %error, retry_in_ms = delay.as_millis() as u64, "MQTT alarm delivery failed; will retry.");
+        let next = now_millis() + delay.as_millis() as i64;
+        if let Err(error) = self.outbox.failed(f.id, next, error).await {
+            tracing::error!(%error, channel = CHANNEL, "Recording a failed delivery failed.");
+        }
+    }
+
+    /// The status document: the worse of the site's assessed colour and what open alarms say.
+    async fn status(&self, online: bool) -> Vec<u8> {
+        let (tx, rx) = oneshot::channel();
+        let open = match self.commands.send(Command::Alarms(AlarmFilter::Open, tx)).await {
+            Ok(()) => tokio::time::timeout(Duration::from_secs(2), rx).await.ok().and_then(Result::ok),
+            Err(_) => None,
+        };
+        let mut doc = json!({
+            "site": self.site.id,
+            "name": self.site.name,
+            "online": online,
+            "at": rfc3339(now_millis()),
+        });
+        if let Some(open) = open {
+            let mut by_priority = [0u64; 4];
+            let mut colour = self.site.risk_colour;
+            let mut unacked = 0;
+            for a in &open {
+                let (rank, c) = match a.priority {
+                    "critical" => (3, RiskColour::Red),
+                    "high" => (2, RiskColour::Orange),
+                    "medium" => (1, RiskColour::Yellow),
+                    _ => (0, RiskColour::Blue),
+                };
+                by_priority[rank] += 1;
+                colour = colour.max(c);
+                if a.state.ends_with("unacked") {
+                    unacked += 1;
+                }
+            }
+            doc["colour"] = json!(colour);
+            doc["open_alarms"] = json!(open.len());
+            doc["unacknowledged_alarms"] = json!(unacked);
+            doc["open_by_priority"] = json!({
+                "low": by_priority[0], "medium": by_priority[1], "high": by_priority[2], "critical": by_priority[3],
+            });
+        } else {
+            doc["colour"] = json!(self.site.risk_colour);
+        }
+        doc.to_string().into_bytes()
+    }
+}
+
+/// Runs the event loop (which must be polled continuously) and forwards what matters.
+async fn poll(mut eventloop: client::EventLoop, tx: mpsc::Sender<Link>, cap: Duration, stop: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => return,
+            e = eventloop.poll() => e,
+        };
+        let link = match event {
+            Ok(Event::Connected { .. }) => {
+                failures = 0;
+                Link::Up
+            }
+            Ok(e @ (Event::Sent(_) | Event::PubAck { .. })) => Link::Event(e),
+            Ok(_) => continue,
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                Link::Down(error)
+            }
+        };
+        let down = matches!(link, Link::Down(_));
+        if tx.send(link).await.is_err() {
+            return;
+        }
+        if down {
+            let delay = client::reconnect_delay(failures - 1, cap);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+}
