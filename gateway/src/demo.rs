@@ -52,6 +52,7 @@ pub async fn demo(options: DemoOptions, shutdown: CancellationToken) -> anyhow::
         config,
         RunOptions {
             ready_file: options.ready_file.clone(),
+            config_path: None,
             announce: Some(|addr| {
                 println!();
                 println!("  Sentinel demo plant is running.");

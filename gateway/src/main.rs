@@ -12,11 +12,13 @@ mod config;
 mod demo;
 mod engine_task;
 mod event;
+mod field;
 mod journal;
 mod metrics;
 mod notify;
 mod plant;
 mod rulebook;
+mod reload;
 mod run;
 mod sink;
 mod store;
@@ -95,9 +97,10 @@ fn main() -> ExitCode {
         Commands::Check { config, explain } => check(&config, explain),
         Commands::Journal { command: JournalCommand::Verify { config, data_dir } } => journal_verify(config, data_dir),
         Commands::Run { config, ready_file } => {
-            let config = match config::load_file(&config, config::EnvSource::Process) {
+            let config_path = config;
+            let config = match config::load_file(&config_path, config::EnvSource::Process) {
                 Ok(c) => c,
-                Err(errors) => return report_config_errors(&config, &errors),
+                Err(errors) => return report_config_errors(&config_path, &errors),
             };
             runtime_main(|shutdown| {
                 run::run(
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
                     run::RunOptions {
                         ready_file,
                         announce: None,
+                        config_path: Some(config_path),
                     },
                     shutdown,
                 )

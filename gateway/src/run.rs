@@ -32,10 +32,12 @@ pub struct RunOptions {
     pub ready_file: Option<PathBuf>,
     /// Called with the bound address (the demo prints where to look).
     pub announce: Option<fn(SocketAddr)>,
+    /// The configuration file, re-read on SIGHUP. `None`: reload is not offered.
+    pub config_path: Option<PathBuf>,
 }
 
 pub async fn run(
-    config: Config,
+    mut config: Config,
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -102,7 +104,7 @@ pub async fn run(
             point_ids,
             channels,
             notify: wakers,
-            committed: committed_tx,
+            committed: committed_tx.clone(),
             metrics: Arc::clone(&metrics),
             journal_head,
             disk_budget_bytes: config.store.disk_budget_mb.saturating_mul(1024 * 1024),
@@ -153,40 +155,7 @@ pub async fn run(
     );
 
     // Drivers.
-    let drivers_stop = CancellationToken::new();
-    let mut driver_tasks = Vec::new();
-    // One task per link: devices that share an endpoint (a TCP gateway, a serial bus) share
-    // its connection, so the line sees one request at a time.
-    for link in drivers::modbus::group_links(plant.modbus_devices()) {
-        let link_metrics: Vec<_> = link
-            .units
-            .iter()
-            .map(|settings| {
-                let device_metrics = Arc::new(drivers::modbus::DeviceMetrics::default());
-                metrics
-                    .devices
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push((settings.name.clone(), Arc::clone(&device_metrics)));
-                device_metrics
-            })
-            .collect();
-        driver_tasks.push(drivers::modbus::spawn_link_supervised(
-            link,
-            field_tx.clone(),
-            link_metrics,
-            drivers_stop.clone(),
-        ));
-    }
-    for settings in plant.mqtt_devices() {
-        let mqtt_metrics = Arc::new(drivers::mqtt::MqttMetrics::default());
-        metrics
-            .mqtt
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((settings.name.clone(), Arc::clone(&mqtt_metrics)));
-        driver_tasks.push(drivers::mqtt::spawn(settings, field_tx.clone(), mqtt_metrics, drivers_stop.clone()));
-    }
+    let mut drivers = crate::field::FieldDrivers::start(&plant, &field_tx, &metrics);
     if let (Some(mqtt), Some((outbox, wake))) = (&config.notify.mqtt, mqtt_outbox) {
         let sender = crate::notify::mqtt::MqttSender {
             config: mqtt.clone(),
@@ -208,23 +177,47 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let people_api = people.api(cmd_tx.clone());
     people.spawn(&mut notifier_tasks, notify_drain.clone(), notify_stop.clone(), notify_stop.clone());
-    let app = api::router(AppState {
-        commands: cmd_tx,
-        metrics: Arc::clone(&metrics),
-        plant: Arc::clone(&plant),
-        data_dir: data_dir.clone(),
-        started,
-        status: status_rx.clone(),
-    })
-    .merge(people_api);
-    let http_stop = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await
-    });
+    let cmd_for_reload = cmd_tx.clone();
+    let tokens = Arc::new(api::auth::Tokens::from_config(&config));
+    let loopback = addr.ip().is_loopback();
+    if tokens.is_empty() {
+        if loopback {
+            tracing::warn!(%addr, "No API tokens are configured: the API is open to anyone on this machine (loopback only).");
+        } else {
+            tracing::error!(%addr, "No API tokens are configured and the server does not listen on loopback: every /api/v1 request is refused until [[security.tokens]] are configured.");
+        }
+    }
+    let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => Some(api::serve::load_tls(cert, key)?),
+        _ => None,
+    };
+    let layout = match &config.http.layout_image {
+        Some(path) => Some(Arc::new(api::static_files::LayoutImage::load(path)?)),
+        None => None,
+    };
+    let request_timeout = Duration::from_secs(config.http.request_timeout_secs);
+    let app = api::app(
+        AppState {
+            commands: cmd_tx,
+            metrics: Arc::clone(&metrics),
+            plant: Arc::clone(&plant),
+            data_dir: data_dir.clone(),
+            started,
+            status: status_rx.clone(),
+            committed: committed_tx,
+            event_streams: Arc::new(tokio::sync::Semaphore::new(config.http.max_event_streams)),
+            shutdown: shutdown.clone(),
+            layout,
+        },
+        people_api,
+        api::auth::AuthState { tokens, throttle: Arc::default(), loopback },
+        request_timeout,
+    );
+    let serve_options = api::serve::ServeOptions { tls: tls.clone(), header_timeout: request_timeout };
+    let http_task = tokio::spawn(api::serve::serve(listener, app, serve_options, shutdown.clone()));
     tracing::info!(
         %addr,
+        tls = tls.is_some(),
         site = %plant.site.id,
         devices = plant.devices.len(),
         points = plant.points.len(),
@@ -241,13 +234,42 @@ pub async fn run(
     crate::systemd::notify("READY=1");
     crate::systemd::spawn_watchdog(Arc::clone(&metrics), shutdown.clone());
 
-    shutdown.cancelled().await;
+    let mut plant = plant;
+    let mut hangup = crate::reload::hangups();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(()) = hangup.recv() => {
+                let Some(path) = &options.config_path else {
+                    tracing::warn!("SIGHUP received, but this process was not started from a configuration file; nothing to reload.");
+                    continue;
+                };
+                match crate::reload::prepare(path, &config) {
+                    Err(reason) => crate::reload::refuse(&cmd_for_reload, &plant, path, &reason).await,
+                    Ok(next) => {
+                        let next_plant = Arc::new(crate::plant::Plant::new(&next));
+                        // Stop polling under the old configuration; what was read is judged and kept.
+                        drivers.stop().await;
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        let asked = cmd_for_reload
+                            .send(crate::engine_task::Command::Reload { plant: Arc::clone(&next_plant), by: "SIGHUP".into(), reply: tx })
+                            .await
+                            .is_ok();
+                        if asked && rx.await.is_ok() {
+                            plant = next_plant;
+                            config = next;
+                        } else {
+                            tracing::error!("The engine did not take the new configuration; polling resumes with the old one.");
+                        }
+                        drivers = crate::field::FieldDrivers::start(&plant, &field_keepalive, &metrics);
+                    }
+                }
+            }
+        }
+    }
     crate::systemd::notify("STOPPING=1");
     tracing::info!("Stopping: drivers first, then the engine, then the store.");
-    drivers_stop.cancel();
-    for t in driver_tasks {
-        let _ = t.await;
-    }
+    drivers.stop().await;
     drop(field_keepalive);
     // The engine drains what the drivers sent; it ends once their senders are gone.
     let _ = tokio::time::timeout(Duration::from_secs(10), engine_task).await;

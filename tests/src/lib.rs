@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod api;
 pub mod mqtt;
 
 /// The value of a service variable, or `None` (test skipped) when it is not set.
@@ -166,6 +167,11 @@ impl Sentinel {
     }
 
     pub async fn start_in(config: &str, dir: tempfile::TempDir) -> Sentinel {
+        Self::start_in_with_env(config, dir, &[]).await
+    }
+
+    /// Like `start_in`, with extra environment variables (API tokens, overrides).
+    pub async fn start_in_with_env(config: &str, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Sentinel {
         let data_dir = dir.path().join("data");
         let config = config.replace("{data_dir}", &data_dir.display().to_string());
         let config_path = dir.path().join("sentinel.toml");
@@ -184,6 +190,7 @@ impl Sentinel {
             .arg(&ready)
             .env("SENTINEL__HTTP__LISTEN", "127.0.0.1:0")
             .env("SENTINEL_LOG", "info,sentinel=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -227,6 +234,21 @@ impl Sentinel {
             .json()
             .await
             .unwrap()
+    }
+
+    /// Replace the configuration file (same `{data_dir}` substitution) and send SIGHUP.
+    pub fn reload(&self, config: &str) {
+        let data_dir = self.data_dir();
+        let config = config.replace("{data_dir}", &data_dir.display().to_string());
+        std::fs::write(self.dir.path().join("sentinel.toml"), config).unwrap();
+        let pid = self.child.id().unwrap();
+        let status = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Send SIGTERM and wait for the exit code.

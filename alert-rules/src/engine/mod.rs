@@ -222,12 +222,18 @@ impl Engine {
         &self.open
     }
 
-    /// The open alarm of one source, if any.
     /// The open alarm with this id, if it is open.
     pub fn open_alarm_by_id(&self, id: AlarmId) -> Option<&Alarm> {
         self.open.iter().find(|a| a.id == id)
     }
 
+    /// Open alarms with the sequence number of their last event: what [`Engine::restore`]
+    /// takes, for carrying alarm state into an engine built from a new configuration.
+    pub fn open_alarms_with_seq(&self) -> impl Iterator<Item = (&Alarm, u32)> {
+        self.open.iter().zip(self.open_seq.iter().copied())
+    }
+
+    /// The open alarm of one source, if any.
     pub fn open_alarm(&self, source: AlarmSource) -> Option<&Alarm> {
         let slot = *self.slot_of.get(&source)?;
         let idx = self.slots[slot as usize].open;

@@ -78,6 +78,10 @@ pub enum Command {
     Risk(oneshot::Sender<RiskView>),
     Kpi(oneshot::Sender<alert_rules::kpi::KpiSnapshot>),
     Status(oneshot::Sender<SiteStatus>),
+    /// Swap in a new configuration (the drivers are stopped meanwhile). Journaled with `by`.
+    Reload { plant: std::sync::Arc<crate::plant::Plant>, by: String, reply: oneshot::Sender<super::ReloadSummary> },
+    /// Append a record to the journal (for example a refused reload).
+    Record { body: serde_json::Value, reply: oneshot::Sender<()> },
 }
 
 impl State {
@@ -139,6 +143,20 @@ impl State {
             Command::Status(reply) => {
                 let _ = reply.send(self.site_status(engine));
             }
+            Command::Record { body, reply } => {
+                let now = now_millis();
+                self.batch.events.push(crate::store::JournalEntry {
+                    event_id: body["id"].as_str().map_or_else(|| format!("{}-record-{now}-{:016x}", self.plant.site.id, fastrand::u64(..)), str::to_owned),
+                    seq: 0,
+                    at: now,
+                    body: body.to_string(),
+                    alarm: None,
+                    notify: false,
+                });
+                return self.reply_when_durable(reply, ()).await;
+            }
+            // Handled by the loop, which owns the engine it replaces.
+            Command::Reload { .. } => {}
         }
         true
     }

@@ -3,6 +3,7 @@
 //! commits them before anything is announced.
 
 mod commands;
+mod reload;
 mod status;
 mod views;
 
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use commands::{Action, AlarmFilter, Command, OperateError, Target};
 pub use status::SiteStatus;
+pub use reload::ReloadSummary;
 pub use views::{PointView, RiskView};
 
 use crate::event::{AlarmEventJson, ColourChangeJson, ModeEventJson};
@@ -98,8 +100,15 @@ impl EngineTask {
                     }
                     None => break,
                 },
-                cmd = commands.recv() => if let Some(cmd) = cmd {
-                    if !state.on_command(&mut engine, cmd).await { return; }
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Reload { plant, by, reply }) => {
+                        let Some((next, summary)) = state.reload(&engine, plant, &by).await else { return };
+                        engine = next;
+                        tracing::info!(by = %summary.by, added = summary.points_added.len(), removed = summary.points_removed.len(), alarms_carried = summary.alarms_carried, "Configuration reloaded.");
+                        let _ = reply.send(summary);
+                    }
+                    Some(cmd) => if !state.on_command(&mut engine, cmd).await { return; },
+                    None => {}
                 },
                 _ = tick.tick() => {
                     let now = now_millis();
@@ -186,7 +195,7 @@ impl State {
 
     /// Hand readings and events to the store. Returns false when the store is gone.
     async fn flush(&mut self, done: Option<oneshot::Sender<()>>) -> bool {
-        if !self.must_flush() && self.batch.readings.is_empty() && done.is_none() {
+        if !self.must_flush() && self.batch.readings.is_empty() && self.batch.events.is_empty() && done.is_none() {
             return true;
         }
         let now = now_millis();

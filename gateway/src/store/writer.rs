@@ -38,6 +38,9 @@ pub struct WriteBatch {
     pub events: Vec<JournalEntry>,
     /// Answered once the batch is committed.
     pub done: Option<oneshot::Sender<()>>,
+    /// After a configuration reload: the tags of the new point list, in engine order. Readings
+    /// of this batch and later ones are filed under these points.
+    pub point_tags: Option<Vec<String>>,
 }
 
 pub enum StoreMsg {
@@ -105,12 +108,7 @@ pub fn spawn_writer(
     let thread = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            Writer {
-                setup,
-                budget_checked: None,
-                since_budget_check: 0,
-            }
-            .run(rx)
+            Writer { setup }.run(rx)
         })
         .expect("spawning the store writer thread");
     (StoreHandle { tx }, thread)
@@ -118,15 +116,7 @@ pub fn spawn_writer(
 
 struct Writer {
     setup: WriterSetup,
-    /// When the disk budget was last checked, and readings committed since.
-    budget_checked: Option<Instant>,
-    since_budget_check: usize,
 }
-
-/// How often the disk budget is checked while readings arrive: every second, or sooner after
-/// this many readings (a burst after an outage must not overshoot the budget by much).
-const BUDGET_CHECK_EVERY: Duration = Duration::from_secs(1);
-const BUDGET_CHECK_READINGS: usize = 50_000;
 
 /// How many queued batches are merged into one transaction at most.
 const MERGE_MAX: usize = 64;
@@ -150,17 +140,10 @@ impl Writer {
                 }
             }
             if !batches.is_empty() {
-                self.since_budget_check += batches.iter().map(|b| b.readings.len()).sum::<usize>();
                 self.commit_with_retry(batches, &rx);
-                if self.since_budget_check >= BUDGET_CHECK_READINGS
-                    || self
-                        .budget_checked
-                        .is_none_or(|at| at.elapsed() >= BUDGET_CHECK_EVERY)
-                {
-                    self.budget_checked = Some(Instant::now());
-                    self.since_budget_check = 0;
-                    self.enforce_budget();
-                }
+                // Three page-count pragmas: cheap enough for every commit, which bounds the
+                // overshoot to one transaction.
+                self.enforce_budget();
             }
             if let Some(before) = prune {
                 self.prune(before);
@@ -216,6 +199,8 @@ impl Writer {
         let setup = &mut self.setup;
         let tx = setup.conn.transaction()?;
         let mut head = setup.journal_head.clone();
+        // Replaced by a reload's batch; kept only if the whole transaction commits.
+        let mut point_ids = setup.point_ids.clone();
         {
             let mut insert_reading = tx.prepare_cached(
                 "INSERT INTO readings (point, ts_ms, value, quality) VALUES (?1, ?2, ?3, ?4)",
@@ -231,8 +216,12 @@ impl Writer {
                 "INSERT OR IGNORE INTO outbox (channel, event_id, body, created_ms) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for batch in batches {
+                if let Some(tags) = &batch.point_tags {
+                    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+                    point_ids = super::point_ids(&tx, &tags)?;
+                }
                 for r in &batch.readings {
-                    let Some(&point) = setup.point_ids.get(r.point.0 as usize) else {
+                    let Some(&point) = point_ids.get(r.point.0 as usize) else {
                         continue;
                     };
                     let value = (r.quality.is_usable() && r.value.is_finite()).then_some(r.value);
@@ -257,6 +246,7 @@ impl Writer {
             }
         }
         tx.commit()?;
+        setup.point_ids = point_ids;
         Ok(head)
     }
 
