@@ -140,6 +140,10 @@ pub struct ModeEventJson {
     pub until: Option<String>,
     pub by: Option<String>,
     pub reason: Option<String>,
+    /// The scope by name, and the times in milliseconds: what a restart replays.
+    pub scope_ref: crate::modes::ScopeRef,
+    pub at_ms: Millis,
+    pub until_ms: Option<Millis>,
 }
 
 impl ModeEventJson {
@@ -156,6 +160,9 @@ impl ModeEventJson {
             until: e.until.map(rfc3339),
             by: e.by.clone(),
             reason: e.reason.clone(),
+            scope_ref: crate::modes::scope_ref(plant, &e.scope),
+            at_ms: e.at,
+            until_ms: e.until,
         }
     }
 }

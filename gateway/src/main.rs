@@ -15,6 +15,7 @@ mod event;
 mod field;
 mod journal;
 mod metrics;
+mod modes;
 mod notify;
 mod plant;
 mod rulebook;

@@ -57,6 +57,11 @@ pub async fn run(
     let mut engine = Engine::new(plant.engine_config(), next_id);
     let restored = open.len();
     let orphans = engine.restore(open);
+    let modes = crate::modes::in_force(&conn, &plant).context("reading modes in force from the journal")?;
+    if !modes.is_empty() {
+        tracing::info!(modes = modes.len(), "Shelving, suppression and out-of-service periods restored from the journal.");
+    }
+    engine.restore_modes(modes);
     if restored > 0 {
         tracing::info!(
             restored,

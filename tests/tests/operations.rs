@@ -175,6 +175,26 @@ async fn shelving_and_out_of_service_are_journaled_but_not_announced() {
     .await;
     assert!(!hook.bodies().iter().any(|b| b["point"] == "TT-3"));
 
+    // A restart keeps the shelving: the alarm comes back shelved, and nobody is told again.
+    let raised_before = hook.bodies().iter().filter(|b| b["point"] == "TT-1" && b["transition"] == "raised").count();
+    let cfg = config(device.port, &hook.url());
+    let (code, dir) = sentinel.terminate().await;
+    assert_eq!(code, Some(0));
+    let sentinel = Sentinel::start_in(&cfg, dir).await;
+    let modes = wait_for("the shelving restored", t, || async {
+        let m = sentinel.get("/api/v1/modes").await;
+        m.as_array()?.iter().any(|m| m["mode"] == "shelved" && m["by"] == "wang").then_some(m)
+    })
+    .await;
+    assert!(modes.as_array().unwrap().iter().any(|m| m["reason"] == "sensor being recalibrated"), "{modes}");
+    wait_for("TT-1 shelved after restart", t, || async {
+        open_of(&sentinel, "TT-1").await.into_iter().find(|a| a["state"] == "shelved")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let raised_after = hook.bodies().iter().filter(|b| b["point"] == "TT-1" && b["transition"] == "raised").count();
+    assert_eq!(raised_after, raised_before, "a shelved alarm was announced again after a restart");
+
     // Everything above is in the journal, chained.
     let (code, dir) = sentinel.terminate().await;
     assert_eq!(code, Some(0));
