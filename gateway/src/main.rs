@@ -13,6 +13,7 @@ mod demo;
 mod engine_task;
 mod event;
 mod field;
+mod hub;
 mod journal;
 mod metrics;
 mod modes;
@@ -58,6 +59,14 @@ enum Commands {
         #[arg(long)]
         explain: bool,
     },
+    /// Run a regional hub: subscribe to many sites' uplinks, serve the regional API and map.
+    Hub {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Write the HTTP server's bound address to this file once it listens.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// Work with the alarm journal.
     Journal {
         #[command(subcommand)]
@@ -96,6 +105,13 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Commands::Check { config, explain } => check(&config, explain),
+        Commands::Hub { config, ready_file } => {
+            let hub = match hub::config::load(&config) {
+                Ok(h) => h,
+                Err(errors) => return report_config_errors(&config, &errors),
+            };
+            runtime_main(|shutdown| hub::run(hub, hub::HubOptions { ready_file }, shutdown))
+        }
         Commands::Journal { command: JournalCommand::Verify { config, data_dir } } => journal_verify(config, data_dir),
         Commands::Run { config, ready_file } => {
             let config_path = config;

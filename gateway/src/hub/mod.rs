@@ -1,0 +1,171 @@
+//! `sentinel hub`: the regulator's view. Subscribes to the gateways' uplink topics on the
+//! regional broker, keeps the regional picture (every site's colour, open alarms, whether it is
+//! reporting, data quality) and serves it as an API and a live map.
+//!
+//! Several hubs can share the load: alarm events come through an MQTT shared subscription, so
+//! each event reaches one hub of the group; statuses are small and retained, and every hub
+//! subscribes to all of them (brokers do not send retained messages to shared subscriptions).
+
+pub mod config;
+mod http;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use drivers::mqtt::client::{self, Event, Qos, Session};
+use drivers::now_millis;
+use tokio_util::sync::CancellationToken;
+
+use self::config::HubConfig;
+use self::state::{Presence, Region};
+
+pub struct HubOptions {
+    pub ready_file: Option<PathBuf>,
+}
+
+pub type Shared = Arc<Mutex<Region>>;
+
+fn lock(region: &Shared) -> std::sync::MutexGuard<'_, Region> {
+    region.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub async fn run(config: HubConfig, options: HubOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let region: Shared = Arc::new(Mutex::new(Region::new(&config.sites)));
+    let started = now_millis();
+
+    let intake = tokio::spawn(intake(config.clone(), Arc::clone(&region), shutdown.clone()));
+    let offline_after_ms = (config.offline_after_secs * 1000) as i64;
+    let watch_region = Arc::clone(&region);
+    let watch_stop = shutdown.clone();
+    let watcher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = watch_stop.cancelled() => return,
+                _ = tick.tick() => {
+                    let changes = lock(&watch_region).tick(now_millis(), offline_after_ms, started);
+                    changes.iter().for_each(log_presence);
+                }
+                _ = minute.tick() => lock(&watch_region).sample_quality(),
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("binding the hub's HTTP server to {}", config.http.listen))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let app = http::router(Arc::clone(&region), config.hub.clone());
+    let http_stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { http_stop.cancelled().await }).await
+    });
+    tracing::info!(%addr, hub = %config.hub.id, broker = %config.broker.host, "Sentinel hub is running.");
+    if let Some(path) = &options.ready_file {
+        std::fs::write(path, addr.to_string()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    crate::systemd::notify("READY=1");
+
+    shutdown.cancelled().await;
+    let _ = intake.await;
+    let _ = watcher.await;
+    let _ = server.await;
+    tracing::info!("Sentinel hub stopped.");
+    Ok(())
+}
+
+fn log_presence(p: &Presence) {
+    match p {
+        Presence::WentOffline { site, .. } => {
+            tracing::warn!(site = %site, "Site stopped reporting: offline alarm raised.");
+        }
+        Presence::CameBack { site, after_ms } => {
+            tracing::info!(site = %site, offline_secs = after_ms / 1000, "Site reporting again.");
+        }
+    }
+}
+
+/// Subscribe and feed the region; reconnect with capped backoff for as long as it takes.
+async fn intake(config: HubConfig, region: Shared, shutdown: CancellationToken) {
+    let prefix = config.topic_prefix.trim_end_matches('/').to_owned();
+    let alarms_filter = if config.share_group.is_empty() {
+        format!("{prefix}/+/alarms")
+    } else {
+        format!("$share/{}/{prefix}/+/alarms", config.share_group)
+    };
+    let status_filter = format!("{prefix}/+/status");
+    let session = Session {
+        client_id: config.broker.client_id_or(&format!("sentinel-hub-{}", config.hub.id)),
+        // A persistent session: alarm events published while the hub was down wait at the broker.
+        clean: config.broker.clean_session.unwrap_or(false),
+        manual_acks: false,
+        will: None,
+        request_capacity: 64,
+    };
+    let (client, mut events) = match client::build(&config.broker, &session) {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::error!(%error, "The hub's MQTT client could not be built; no site data will arrive.");
+            return;
+        }
+    };
+    let cap = Duration::from_secs(config.broker.reconnect_max_secs.max(1));
+    let mut failures = 0u32;
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => {
+                client.disconnect().await;
+                return;
+            }
+            e = events.poll() => e,
+        };
+        match event {
+            Ok(Event::Connected { .. }) => {
+                if failures > 0 {
+                    tracing::info!(failures, "Connected to the regional broker again.");
+                }
+                failures = 0;
+                for filter in [&status_filter, &alarms_filter] {
+                    if let Err(error) = client.try_subscribe(filter, Qos::AtLeastOnce) {
+                        tracing::error!(%error, filter, "Subscribing failed.");
+                    }
+                }
+            }
+            Ok(Event::Message(m)) => {
+                let Some(topic) = m.topic.as_deref() else { continue };
+                let Some(rest) = topic.strip_prefix(&prefix).and_then(|r| r.strip_prefix('/')) else { continue };
+                let Some((site, kind)) = rest.split_once('/') else { continue };
+                let Ok(value) = serde_json::from_slice::<serde_json::Value>(m.payload()) else {
+                    tracing::warn!(topic, "A site sent a message that is not JSON; ignored.");
+                    continue;
+                };
+                let now = now_millis();
+                let change = match kind {
+                    "status" => lock(&region).on_status(site, value, now),
+                    "alarms" => lock(&region).on_alarm(site, value, now),
+                    _ => None,
+                };
+                if let Some(p) = change {
+                    log_presence(&p);
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                failures += 1;
+                let delay = client::reconnect_delay(failures, cap);
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(%error, failures, retry_ms = delay.as_millis() as u64, "Lost the regional broker; reconnecting.");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}

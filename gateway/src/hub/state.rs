@@ -1,0 +1,311 @@
+//! The regional picture: every site's last status, its open alarms, whether it is reporting,
+//! and its data quality over the last 24 hours. Fed by the MQTT intake, read by the API.
+//! Pure state with time passed in; the tasks around it do the I/O.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use alert_rules::Millis;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::config::SiteMeta;
+
+/// Minutes of data-quality samples kept (24 h).
+const QUALITY_WINDOW: usize = 24 * 60;
+/// Event ids remembered per site for de-duplication (delivery is at least once).
+const SEEN_IDS: usize = 2048;
+/// Acknowledgement delays remembered per site for the average.
+const ACK_SAMPLES: usize = 256;
+
+#[derive(Debug, Default)]
+pub struct Site {
+    pub meta: SiteMeta,
+    /// The gateway's last retained status (colour, units, counts, online).
+    pub status: Option<Value>,
+    pub last_seen: Option<Millis>,
+    /// Since when the site is offline (no message for too long, or its Last Will).
+    pub offline_since: Option<Millis>,
+    /// Open alarms by id: the latest event of each.
+    pub alarms: BTreeMap<u64, Value>,
+    seen: VecDeque<String>,
+    ack_delays_ms: VecDeque<i64>,
+    /// Per-minute samples: share of points online and valid (0 while offline).
+    quality: VecDeque<f64>,
+}
+
+/// What happened to a site's reporting, for the log and the hub's own alarm list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    WentOffline { site: String, since: Millis },
+    CameBack { site: String, after_ms: Millis },
+}
+
+#[derive(Debug, Default)]
+pub struct Region {
+    pub sites: HashMap<String, Site>,
+    /// Offline alarms raised by the hub itself: site → raised at.
+    pub offline_alarms: BTreeMap<String, Millis>,
+}
+
+fn colour_rank(c: &str) -> u8 {
+    match c {
+        "red" => 4,
+        "orange" => 3,
+        "yellow" => 2,
+        "blue" => 1,
+        _ => 0,
+    }
+}
+
+impl Region {
+    pub fn new(expected: &[SiteMeta]) -> Region {
+        let mut r = Region::default();
+        for m in expected {
+            r.sites.insert(m.id.clone(), Site { meta: m.clone(), ..Site::default() });
+        }
+        r
+    }
+
+    fn site(&mut self, id: &str) -> &mut Site {
+        self.sites.entry(id.to_owned()).or_insert_with(|| Site {
+            meta: SiteMeta { id: id.to_owned(), name: id.to_owned(), ..SiteMeta::default() },
+            ..Site::default()
+        })
+    }
+
+    /// Any message proves the site is alive; returns a presence change if it was offline.
+    fn seen(&mut self, id: &str, now: Millis) -> Option<Presence> {
+        let site = self.site(id);
+        site.last_seen = Some(now);
+        let back = site.offline_since.take().map(|since| Presence::CameBack { site: id.to_owned(), after_ms: now - since });
+        if back.is_some() {
+            self.offline_alarms.remove(id);
+        }
+        back
+    }
+
+    /// A retained status message. `online: false` is the gateway's Last Will.
+    pub fn on_status(&mut self, id: &str, status: Value, now: Millis) -> Option<Presence> {
+        if status.get("online").and_then(Value::as_bool) == Some(false) {
+            let site = self.site(id);
+            site.status = Some(status);
+            if site.offline_since.is_none() {
+                site.offline_since = Some(now);
+                self.offline_alarms.insert(id.to_owned(), now);
+                return Some(Presence::WentOffline { site: id.to_owned(), since: now });
+            }
+            return None;
+        }
+        let change = self.seen(id, now);
+        self.site(id).status = Some(status);
+        change
+    }
+
+    /// An alarm event. Duplicates (same event id) are ignored.
+    pub fn on_alarm(&mut self, id: &str, event: Value, now: Millis) -> Option<Presence> {
+        let change = self.seen(id, now);
+        let site = self.site(id);
+        let Some(event_id) = event.get("id").and_then(Value::as_str).map(str::to_owned) else { return change };
+        if site.seen.contains(&event_id) {
+            return change;
+        }
+        if site.seen.len() == SEEN_IDS {
+            site.seen.pop_front();
+        }
+        site.seen.push_back(event_id);
+        let Some(alarm_id) = event.get("alarm_id").and_then(Value::as_u64) else { return change };
+        if event.get("transition").and_then(Value::as_str) == Some("acknowledged") {
+            let raised = event.get("raised_at").and_then(Value::as_str).and_then(parse_time);
+            let acked = event.get("acked_at").and_then(Value::as_str).and_then(parse_time);
+            if let (Some(r), Some(a)) = (raised, acked) {
+                if site.ack_delays_ms.len() == ACK_SAMPLES {
+                    site.ack_delays_ms.pop_front();
+                }
+                site.ack_delays_ms.push_back(a - r);
+            }
+        }
+        // Events of one alarm can arrive out of order across reconnections: keep the newest.
+        let newer = site
+            .alarms
+            .get(&alarm_id)
+            .and_then(|old| old.get("seq").and_then(Value::as_u64))
+            .is_none_or(|old_seq| event.get("seq").and_then(Value::as_u64).unwrap_or(0) >= old_seq);
+        if newer {
+            if event.get("state").and_then(Value::as_str) == Some("normal") {
+                site.alarms.remove(&alarm_id);
+            } else {
+                site.alarms.insert(alarm_id, event);
+            }
+        }
+        change
+    }
+
+    /// Sites silent for longer than `offline_after_ms` go offline.
+    pub fn tick(&mut self, now: Millis, offline_after_ms: Millis, started: Millis) -> Vec<Presence> {
+        let mut changes = Vec::new();
+        for (id, site) in &mut self.sites {
+            let reference = site.last_seen.unwrap_or(started);
+            if site.offline_since.is_none() && now - reference >= offline_after_ms {
+                site.offline_since = Some(now);
+                changes.push(Presence::WentOffline { site: id.clone(), since: now });
+            }
+        }
+        for c in &changes {
+            if let Presence::WentOffline { site, since } = c {
+                self.offline_alarms.insert(site.clone(), *since);
+            }
+        }
+        changes
+    }
+
+    /// Once a minute: the share of each site's points online and valid (0 while offline).
+    pub fn sample_quality(&mut self) {
+        for site in self.sites.values_mut() {
+            let share = match (&site.status, site.offline_since) {
+                (Some(s), None) => {
+                    let online = s.get("points_online").and_then(Value::as_f64).unwrap_or(0.0);
+                    let total = s.get("points_total").and_then(Value::as_f64).unwrap_or(0.0);
+                    if total > 0.0 { online / total } else { 1.0 }
+                }
+                _ => 0.0,
+            };
+            if site.quality.len() == QUALITY_WINDOW {
+                site.quality.pop_front();
+            }
+            site.quality.push_back(share);
+        }
+    }
+
+    pub fn summary(&self, id: &str) -> Option<SiteSummary> {
+        let s = self.sites.get(id)?;
+        let status = s.status.as_ref();
+        let online = s.offline_since.is_none() && s.last_seen.is_some();
+        let colour = if online {
+            status.and_then(|v| v.get("colour")).and_then(Value::as_str).unwrap_or("blue").to_owned()
+        } else {
+            "grey".to_owned()
+        };
+        let unacked = s.alarms.values().filter(|a| a.get("state").and_then(Value::as_str) == Some("active_unacked")).count();
+        Some(SiteSummary {
+            id: id.to_owned(),
+            name: if s.meta.name.is_empty() { status.and_then(|v| v.get("name")).and_then(Value::as_str).unwrap_or(id).to_owned() } else { s.meta.name.clone() },
+            sector: s.meta.sector.clone(),
+            major_hazard_grade: s.meta.major_hazard_grade,
+            latitude: s.meta.latitude,
+            longitude: s.meta.longitude,
+            colour,
+            online,
+            last_seen: s.last_seen.map(crate::event::rfc3339),
+            offline_since: s.offline_since.map(crate::event::rfc3339),
+            open_alarms: s.alarms.len(),
+            unacknowledged: unacked,
+            mean_time_to_ack_secs: (!s.ack_delays_ms.is_empty())
+                .then(|| s.ack_delays_ms.iter().sum::<i64>() as f64 / s.ack_delays_ms.len() as f64 / 1000.0),
+            data_quality_pct: (!s.quality.is_empty())
+                .then(|| 100.0 * s.quality.iter().sum::<f64>() / s.quality.len() as f64),
+            points_online: status.and_then(|v| v.get("points_online")).and_then(Value::as_u64),
+            points_total: status.and_then(|v| v.get("points_total")).and_then(Value::as_u64),
+        })
+    }
+
+    /// Every site, worst first.
+    pub fn summaries(&self) -> Vec<SiteSummary> {
+        let mut all: Vec<SiteSummary> = self.sites.keys().filter_map(|id| self.summary(id)).collect();
+        all.sort_by(|a, b| {
+            (b.colour == "grey", colour_rank(&b.colour), b.unacknowledged, &a.id).cmp(&(
+                a.colour == "grey",
+                colour_rank(&a.colour),
+                a.unacknowledged,
+                &b.id,
+            ))
+        });
+        all
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteSummary {
+    pub id: String,
+    pub name: String,
+    pub sector: String,
+    pub major_hazard_grade: Option<u8>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    /// The site's live colour; `grey` while it is not reporting.
+    pub colour: String,
+    pub online: bool,
+    pub last_seen: Option<String>,
+    pub offline_since: Option<String>,
+    pub open_alarms: usize,
+    pub unacknowledged: usize,
+    pub mean_time_to_ack_secs: Option<f64>,
+    /// Share of points online and valid over the last 24 h, sampled each minute (≥ 90 % expected).
+    pub data_quality_pct: Option<f64>,
+    pub points_online: Option<u64>,
+    pub points_total: Option<u64>,
+}
+
+fn parse_time(s: &str) -> Option<Millis> {
+    humantime::parse_rfc3339(s)
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as Millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(id: &str, alarm: u64, seq: u64, transition: &str, state: &str) -> Value {
+        json!({"id": id, "alarm_id": alarm, "seq": seq, "transition": transition, "state": state,
+               "raised_at": "2026-01-01T00:00:00.000Z", "acked_at": "2026-01-01T00:00:30.000Z"})
+    }
+
+    #[test]
+    fn a_silent_site_goes_grey_and_comes_back() {
+        let mut r = Region::new(&[SiteMeta { id: "a".into(), ..SiteMeta::default() }]);
+        assert!(r.tick(1_000, 5_000, 0).is_empty());
+        assert_eq!(r.tick(5_000, 5_000, 0), vec![Presence::WentOffline { site: "a".into(), since: 5_000 }]);
+        assert_eq!(r.summary("a").unwrap().colour, "grey");
+        assert!(r.offline_alarms.contains_key("a"));
+        let back = r.on_status("a", json!({"colour": "orange", "online": true}), 7_000);
+        assert_eq!(back, Some(Presence::CameBack { site: "a".into(), after_ms: 2_000 }));
+        assert_eq!(r.summary("a").unwrap().colour, "orange");
+        assert!(r.offline_alarms.is_empty());
+    }
+
+    #[test]
+    fn the_last_will_marks_a_site_offline_at_once() {
+        let mut r = Region::default();
+        r.on_status("b", json!({"colour": "red", "online": true}), 1);
+        let change = r.on_status("b", json!({"online": false}), 2);
+        assert_eq!(change, Some(Presence::WentOffline { site: "b".into(), since: 2 }));
+        assert!(!r.summary("b").unwrap().online);
+    }
+
+    #[test]
+    fn duplicate_and_stale_alarm_events_change_nothing() {
+        let mut r = Region::default();
+        r.on_alarm("s", event("s-1-1", 1, 1, "raised", "active_unacked"), 1);
+        r.on_alarm("s", event("s-1-2", 1, 2, "acknowledged", "active_acked"), 2);
+        r.on_alarm("s", event("s-1-1", 1, 1, "raised", "active_unacked"), 3);
+        let s = r.summary("s").unwrap();
+        assert_eq!((s.open_alarms, s.unacknowledged), (1, 0));
+        assert_eq!(s.mean_time_to_ack_secs, Some(30.0));
+        r.on_alarm("s", event("s-1-3", 1, 3, "cleared", "normal"), 4);
+        assert_eq!(r.summary("s").unwrap().open_alarms, 0);
+    }
+
+    #[test]
+    fn data_quality_counts_offline_time_as_lost() {
+        let mut r = Region::default();
+        r.on_status("q", json!({"online": true, "points_online": 9, "points_total": 10}), 1);
+        r.sample_quality();
+        r.on_status("q", json!({"online": false}), 2);
+        r.sample_quality();
+        let pct = r.summary("q").unwrap().data_quality_pct.unwrap();
+        assert!((pct - 45.0).abs() < 1e-9, "{pct}");
+    }
+}

@@ -1,0 +1,222 @@
+//! The regional hub end to end: three real gateways publish over a real Mosquitto; the hub
+//! shows each site's colour within 2 s of a change, turns a killed gateway's site grey, and
+//! receives the alarms a gateway raised while the broker was down once it is back.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sentinel_tests::mqtt::Mosquitto;
+use sentinel_tests::{PyModbusDevice, Sentinel, sentinel_bin, wait_for};
+use serde_json::Value;
+
+fn gateway(site: &str, device_port: u16, register: u16, broker_port: u16) -> String {
+    format!(
+        r#"
+[site]
+id = "{site}"
+name = "Plant {site}"
+risk_colour = "blue"
+
+[store]
+data_dir = "{{data_dir}}"
+flush_interval_ms = 100
+
+[engine]
+tick_ms = 100
+
+[[devices]]
+name = "plc"
+protocol = "modbus_tcp"
+host = "127.0.0.1"
+port = {device_port}
+poll_interval_ms = 200
+timeout_ms = 300
+comm_loss_after_secs = 10
+
+[[points]]
+tag = "GT-1"
+device = "plc"
+kind = "combustible_gas"
+unit = "%LEL"
+area = "dike"
+span = [0.0, 100.0]
+register = {{ table = "holding", address = {register} }}
+limits = {{ deadband = 2.0, levels = [{{ level = "H", setpoint = 25.0, priority = "high" }}, {{ level = "HH", setpoint = 50.0, priority = "critical" }}] }}
+
+[[risk_units]]
+id = "dike"
+name = "Tank dike"
+colour = "blue"
+areas = ["dike"]
+
+[notify.mqtt]
+broker = {{ host = "127.0.0.1", port = {broker_port}, reconnect_max_secs = 1 }}
+status_interval_secs = 1
+puback_timeout_ms = 2000
+max_backoff_secs = 1
+"#
+    )
+}
+
+fn hub_config(broker_port: u16) -> String {
+    format!(
+        r#"
+offline_after_secs = 4
+
+[hub]
+id = "test-region"
+name = "Test region"
+
+[broker]
+host = "127.0.0.1"
+port = {broker_port}
+reconnect_max_secs = 1
+
+[http]
+listen = "127.0.0.1:0"
+
+[[sites]]
+id = "site-1"
+name = "Plant one"
+sector = "hazardous_chemicals"
+major_hazard_grade = 2
+latitude = 30.1
+longitude = 114.1
+
+[[sites]]
+id = "site-2"
+name = "Plant two"
+sector = "hazardous_chemicals"
+major_hazard_grade = 3
+latitude = 30.3
+longitude = 114.4
+
+[[sites]]
+id = "site-3"
+name = "Plant three"
+sector = "molten_metal"
+latitude = 30.2
+longitude = 114.2
+"#
+    )
+}
+
+struct Hub {
+    child: tokio::process::Child,
+    addr: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Hub {
+    async fn start(config: &str) -> Hub {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, config).unwrap();
+        let ready = dir.path().join("ready");
+        let log = std::fs::File::create(dir.path().join("hub.log")).unwrap();
+        let child = tokio::process::Command::new(sentinel_bin())
+            .args(["hub", "-c"])
+            .arg(&path)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let addr = wait_for("the hub to listen", Duration::from_secs(20), || {
+            let ready = ready.clone();
+            async move { std::fs::read_to_string(&ready).ok().filter(|s| !s.is_empty()) }
+        })
+        .await;
+        Hub { child, addr, http: reqwest::Client::new(), _dir: dir }
+    }
+
+    async fn get(&self, path: &str) -> Option<Value> {
+        self.http.get(format!("http://{}{path}", self.addr)).send().await.ok()?.json().await.ok()
+    }
+
+    async fn site(&self, id: &str) -> Option<Value> {
+        let sites = self.get("/api/v1/sites").await?;
+        sites.as_array()?.iter().find(|s| s["id"] == id).cloned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_follows_three_gateways_through_changes_kills_and_outages() {
+    let Some(mut broker) = Mosquitto::start("allow_anonymous true").await else { return };
+    let Some(device) = PyModbusDevice::start(&[]).await else { return };
+    device.write_registers(10, &[5, 5, 5]).await;
+    let mut gateways = Vec::new();
+    for (i, site) in ["site-1", "site-2", "site-3"].iter().enumerate() {
+        gateways.push(Sentinel::start(&gateway(site, device.port, 10 + i as u16, broker.port)).await);
+    }
+    let hub = Hub::start(&hub_config(broker.port)).await;
+    let t = Duration::from_secs(15);
+
+    // Every site reports, online, in its colour.
+    for site in ["site-1", "site-2", "site-3"] {
+        wait_for(&format!("{site} online at the hub"), t, || async {
+            let s = hub.site(site).await?;
+            (s["online"] == true && s["colour"] == "blue").then_some(())
+        })
+        .await;
+    }
+    let filtered = hub.get("/api/v1/sites?sector=molten_metal").await.unwrap();
+    assert_eq!(filtered.as_array().unwrap().len(), 1);
+    let graded = hub.get("/api/v1/sites?grade=2").await.unwrap();
+    assert_eq!(graded.as_array().unwrap()[0]["id"], "site-1");
+
+    // A second-level gas alarm at site 2: the hub shows the colour within 2 s.
+    let changed = Instant::now();
+    device.write_register(11, 60).await;
+    let s = wait_for("site-2 turns red at the hub", Duration::from_secs(5), || async {
+        let s = hub.site("site-2").await?;
+        (s["colour"] == "red").then_some(s)
+    })
+    .await;
+    let took = changed.elapsed();
+    assert!(took < Duration::from_secs(2), "the hub showed the change after {took:?}");
+    assert!(s["unacknowledged"].as_u64().unwrap() >= 1, "{s}");
+    let detail = hub.get("/api/v1/sites/site-2").await.unwrap();
+    assert!(detail["alarms"].as_array().unwrap().iter().any(|a| a["point"] == "GT-1"), "{detail}");
+    let map = hub.http.get(format!("http://{}/", hub.addr)).send().await.unwrap().text().await.unwrap();
+    assert!(map.contains("Regional risk map"));
+
+    // Gateway 3 is killed: its site goes grey (Last Will, or silence) and an offline alarm rises.
+    let g3 = gateways.pop().unwrap();
+    let _ = g3.kill9().await;
+    wait_for("site-3 offline at the hub", t, || async {
+        let s = hub.site("site-3").await?;
+        (s["colour"] == "grey" && s["online"] == false).then_some(())
+    })
+    .await;
+    let offline = hub.get("/api/v1/offline").await.unwrap();
+    assert!(offline.as_array().unwrap().iter().any(|o| o["site"] == "site-3"), "{offline}");
+
+    // The broker goes down; site 1 raises an alarm meanwhile; nothing is lost once it is back.
+    broker.stop().await;
+    device.write_register(10, 70).await;
+    wait_for("site-1 raises its alarm locally", t, || async {
+        let a = gateways[0].get("/api/v1/alarms?state=active").await;
+        a.as_array()?.iter().find(|a| a["point"] == "GT-1" && a["level"] == "HH").cloned()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.restart().await;
+    let arrived = wait_for("site-1's alarm at the hub after the outage", Duration::from_secs(30), || async {
+        let alarms = hub.get("/api/v1/alarms").await?;
+        alarms.as_array()?.iter().find(|a| a["site"] == "site-1" && a["level"] == "HH").cloned()
+    })
+    .await;
+    assert_eq!(arrived["transition"], "raised");
+
+    let mut hub = hub;
+    let _ = hub.child.kill().await;
+    for g in gateways {
+        let (code, _) = g.terminate().await;
+        assert_eq!(code, Some(0));
+    }
+    device.kill().await;
+}
