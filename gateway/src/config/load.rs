@@ -60,6 +60,8 @@ pub(super) fn err(path: impl Into<String>, message: impl Into<String>) -> Config
 /// Where environment overrides come from: the process environment, or a fixed map (tests).
 pub enum EnvSource {
     Process,
+    /// A fixed set of variables instead of the process's (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     Map(HashMap<String, String>),
 }
 

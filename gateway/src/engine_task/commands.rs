@@ -155,8 +155,18 @@ impl State {
                 });
                 return self.reply_when_durable(reply, ()).await;
             }
-            // Handled by the loop, which owns the engine it replaces.
-            Command::Reload { .. } => {}
+            Command::Reload { plant, by, reply } => {
+                let Some((next, summary)) = self.reload(engine, plant, &by).await else { return false };
+                *engine = next;
+                tracing::info!(
+                    by = %summary.by,
+                    added = summary.points_added.len(),
+                    removed = summary.points_removed.len(),
+                    alarms_carried = summary.alarms_carried,
+                    "Configuration reloaded."
+                );
+                let _ = reply.send(summary);
+            }
         }
         true
     }
@@ -185,7 +195,7 @@ impl State {
             AlarmFilter::Recent => engine.recent_alarms().map(|a| AlarmJson::new(plant, a)).collect(),
             AlarmFilter::All => open.chain(engine.recent_alarms()).map(|a| AlarmJson::new(plant, a)).collect(),
         };
-        list.sort_by(|a, b| b.alarm_id.cmp(&a.alarm_id));
+        list.sort_by_key(|a| std::cmp::Reverse(a.alarm_id));
         list
     }
 

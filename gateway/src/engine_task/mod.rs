@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub use commands::{Action, AlarmFilter, Command, OperateError, Target};
 pub use status::SiteStatus;
 pub use reload::ReloadSummary;
-pub use views::{PointView, RiskView};
+pub use views::RiskView;
 
 use crate::event::{AlarmEventJson, ColourChangeJson, ModeEventJson};
 use crate::metrics::Metrics;
@@ -100,15 +100,8 @@ impl EngineTask {
                     }
                     None => break,
                 },
-                cmd = commands.recv() => match cmd {
-                    Some(Command::Reload { plant, by, reply }) => {
-                        let Some((next, summary)) = state.reload(&engine, plant, &by).await else { return };
-                        engine = next;
-                        tracing::info!(by = %summary.by, added = summary.points_added.len(), removed = summary.points_removed.len(), alarms_carried = summary.alarms_carried, "Configuration reloaded.");
-                        let _ = reply.send(summary);
-                    }
-                    Some(cmd) => if !state.on_command(&mut engine, cmd).await { return; },
-                    None => {}
+                cmd = commands.recv() => if let Some(cmd) = cmd {
+                    if !state.on_command(&mut engine, cmd).await { return; }
                 },
                 _ = tick.tick() => {
                     let now = now_millis();
