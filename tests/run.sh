@@ -2,7 +2,8 @@
 # Sentinel test entry point: `bash tests/run.sh`.
 #
 # 1. Installs the external services the integration tests talk to (mosquitto,
-#    VictoriaMetrics, socat, curl) from Debian packages when they are missing.
+#    VictoriaMetrics, socat, curl) and, for the console's browser tests,
+#    chromium and node/npm from Debian packages when they are missing.
 # 2. Creates the Python venv tests/.venv with pymodbus and aiosmtpd.
 # 3. Starts a private MQTT broker, VictoriaMetrics and an SMTP sink on free
 #    loopback ports, state under tests/.run/ (wiped at every start).
@@ -173,6 +174,12 @@ declare -A PKG_FOR_BIN=(
     [victoria-metrics]=victoria-metrics
     [socat]=socat
     [curl]=curl
+    [faketime]=faketime  # tests/tests/fault_clock.rs: a stepped wall clock (libfaketime)
+    # The console's browser tests (tests/extra.sh): Debian's Chromium driven by
+    # playwright-core from npm; no browser is downloaded.
+    [chromium]=chromium
+    [node]=nodejs
+    [npm]=npm
 )
 missing_pkgs=()
 for bin in "${!PKG_FOR_BIN[@]}"; do
@@ -191,6 +198,11 @@ fi
 for bin in "${!PKG_FOR_BIN[@]}"; do
     command -v "$bin" >/dev/null 2>&1 || die "$bin still missing after installing ${PKG_FOR_BIN[$bin]}"
 done
+# A CJK font, so the console's Chinese screenshots show characters rather than boxes.
+if ! dpkg -s fonts-wqy-zenhei >/dev/null 2>&1; then
+    log "installing: fonts-wqy-zenhei"
+    apt_install fonts-wqy-zenhei || { apt_update && apt_install fonts-wqy-zenhei; } || log "no CJK font; screenshots will show boxes"
+fi
 
 section "python venv ($VENV)"
 STAGE="python venv"
@@ -205,7 +217,7 @@ if ! "$VENV_PY" -c 'import sys' >/dev/null 2>&1; then
     fi
 fi
 if "$VENV_PY" - <<'EOF' >/dev/null 2>&1
-import aiosmtpd, pymodbus
+import aiosmtpd, pymodbus, serial  # serial: pyserial, for the RTU tests
 major, minor = (int(x) for x in pymodbus.__version__.split(".")[:2])
 # 3.8 and 3.10 mishandle reads past the end of a table: want 3.11 or later.
 assert major == 3 and minor >= 11
@@ -335,6 +347,8 @@ set +e
 cargo test --workspace --all-targets "${locked[@]}" "$@"
 SENTINEL_TEST_RC=$?
 set -e
+bash "$ROOT/tests/fuzz.sh" || { log "tests/fuzz.sh failed"; SENTINEL_TEST_RC=1; }
+bash "$ROOT/tests/deny.sh" || { log "tests/deny.sh failed"; SENTINEL_TEST_RC=1; }
 export SENTINEL_TEST_RC
 section "cargo test finished, exit code $SENTINEL_TEST_RC"
 

@@ -37,6 +37,8 @@ struct Options {
     interval_ms: u64,
     warmup_secs: u64,
     secs: u64,
+    /// Poll on a single-threaded runtime instead of the multi-threaded default.
+    current_thread: bool,
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
@@ -62,6 +64,7 @@ fn main() {
             interval_ms: arg(&args, "--interval-ms", 1000),
             warmup_secs: arg(&args, "--warmup-secs", 5),
             secs: arg(&args, "--secs", 30),
+            current_thread: args.iter().any(|a| a == "--current-thread"),
         }
     } else {
         Options {
@@ -71,6 +74,7 @@ fn main() {
             interval_ms: 200,
             warmup_secs: 1,
             secs: 1,
+            current_thread: false,
         }
     };
     measure(&options);
@@ -92,7 +96,10 @@ fn serve(devices: usize, registers: u16) {
             })
             .collect()
     });
-    let ports: Vec<String> = sims.iter().map(|s| s.local_addr().port().to_string()).collect();
+    let ports: Vec<String> = sims
+        .iter()
+        .map(|s| s.local_addr().port().to_string())
+        .collect();
     let mut out = std::io::stdout().lock();
     writeln!(out, "PORTS {}", ports.join(" ")).expect("stdout");
     out.flush().expect("stdout");
@@ -110,7 +117,12 @@ fn cpu_ticks() -> (u64, u64) {
     let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     (field(11), field(12))
 }
 
@@ -129,7 +141,12 @@ const TICKS_PER_SEC: f64 = 100.0;
 fn measure(o: &Options) {
     let exe = std::env::current_exe().expect("current exe");
     let mut farm = Command::new(exe)
-        .args(["--serve", &o.devices.to_string(), "--registers", &o.registers.to_string()])
+        .args([
+            "--serve",
+            &o.devices.to_string(),
+            "--registers",
+            &o.registers.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -147,7 +164,14 @@ fn measure(o: &Options) {
         .collect();
     assert_eq!(ports.len(), o.devices, "farm announced {line:?}");
 
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let runtime = if o.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    } else {
+        tokio::runtime::Runtime::new().expect("runtime")
+    };
     let readings = Arc::new(AtomicU64::new(0));
     let shutdown = CancellationToken::new();
     let metrics: Vec<Arc<DeviceMetrics>> = (0..o.devices).map(|_| Arc::default()).collect();
@@ -195,10 +219,25 @@ fn measure(o: &Options) {
         }
         drop(tx);
         tokio::time::sleep(Duration::from_secs(o.warmup_secs)).await;
-        let requests = || -> u64 { metrics.iter().map(|m| m.requests_ok.load(Ordering::Relaxed)).sum() };
-        let before = (cpu_ticks(), readings.load(Ordering::Relaxed), requests(), Instant::now());
+        let requests = || -> u64 {
+            metrics
+                .iter()
+                .map(|m| m.requests_ok.load(Ordering::Relaxed))
+                .sum()
+        };
+        let before = (
+            cpu_ticks(),
+            readings.load(Ordering::Relaxed),
+            requests(),
+            Instant::now(),
+        );
         tokio::time::sleep(Duration::from_secs(o.secs)).await;
-        let after = (cpu_ticks(), readings.load(Ordering::Relaxed), requests(), Instant::now());
+        let after = (
+            cpu_ticks(),
+            readings.load(Ordering::Relaxed),
+            requests(),
+            Instant::now(),
+        );
         shutdown.cancel();
         for t in tasks {
             let _ = t.await;

@@ -1,5 +1,6 @@
 //! Modbus configuration as a user meets it through `sentinel check`: the RTU and RTU-over-TCP
 //! devices, what is refused and why, and the read plan `--explain` prints.
+#![allow(clippy::unwrap_used)] // a test: a panic is a failed test
 
 use std::process::Command;
 
@@ -37,8 +38,18 @@ fn rtu(name: &str, port: &str, unit: u8, extra: &str) -> String {
 #[test]
 fn a_valid_rtu_bus_and_gateway_are_explained_request_by_request() {
     let mut c = SITE.to_owned();
-    c += &rtu("det1", "/dev/ttyUSB0", 1, "baud_rate = 19200\nparity = \"even\"");
-    c += &rtu("det2", "/dev/ttyUSB0", 2, "baud_rate = 19200\nparity = \"even\"");
+    c += &rtu(
+        "det1",
+        "/dev/ttyUSB0",
+        1,
+        "baud_rate = 19200\nparity = \"even\"",
+    );
+    c += &rtu(
+        "det2",
+        "/dev/ttyUSB0",
+        2,
+        "baud_rate = 19200\nparity = \"even\"",
+    );
     c += r#"
 [[devices]]
 name = "dsrv"
@@ -71,10 +82,39 @@ register = { table = "holding", address = 1, interval_ms = 5000 }
 "#;
     let (code, out, err) = check(&c, true);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("fc04 input 0..=2 (3 registers): NH3-1 @0, NH3-1 status @2"), "{out}");
-    assert!(out.contains("fc03 holding 10..=10 (1 registers): PT-1 @0"), "{out}");
+    assert!(
+        out.contains("fc04 input 0..=2 (3 registers): NH3-1 @0, NH3-1 status @2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fc03 holding 10..=10 (1 registers): PT-1 @0"),
+        "{out}"
+    );
     // 1-based register 1 is protocol address 0; read every fifth cycle.
-    assert!(out.contains("fc03 holding 0..=0 (1 registers): TT-1 @0 (every 5 cycles)"), "{out}");
+    assert!(
+        out.contains("fc03 holding 0..=0 (1 registers): TT-1 @0 (every 5 cycles)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn serial_line_settings_are_range_checked() {
+    let mut c = SITE.to_owned();
+    c += &rtu(
+        "det1",
+        "/dev/ttyUSB0",
+        1,
+        "stop_bits = 3\ndata_bits = 5\nbaud_rate = 10",
+    );
+    let (code, _, err) = check(&c, false);
+    assert_eq!(code, 64, "{err}");
+    for expected in [
+        "devices[0].stop_bits",
+        "devices[0].data_bits",
+        "devices[0].baud_rate",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
 }
 
 #[test]
@@ -82,7 +122,7 @@ fn mistakes_on_a_shared_bus_are_all_reported() {
     let mut c = SITE.to_owned();
     c += &rtu("det1", "/dev/ttyUSB0", 1, "");
     c += &rtu("det2", "/dev/ttyUSB0", 1, "baud_rate = 19200");
-    c += &rtu("det3", "/dev/ttyUSB1", 3, "stop_bits = 3\nparity = \"mark\"");
+    c += &rtu("det3", "/dev/ttyUSB1", 3, "parity = \"mark\"");
     c += &rtu("det4", "/dev/ttyUSB2", 4, "baud = 9600");
     c += r#"
 [[devices]]
@@ -119,17 +159,17 @@ register = { table = "input", address = 0, status = { table = "coil", address = 
     let (code, _, err) = check(&c, false);
     assert_eq!(code, 64, "{err}");
     for expected in [
-        "devices[1].serial_port",                // other line settings on the same port
-        "devices[1].unit_id",                    // unit 1 twice on one bus
-        "devices[2].parity",                     // "mark" is not a parity
-        "devices[3]",                            // misspelt key `baud`
-        "devices[4].frame_gap_ms",               // no gap on plain Modbus TCP
-        "devices[5].protocol",                   // one host:port, two framings
-        "points[0].register.address",            // 0 on a 1-based device
-        "points[0].span",                        // 4-20 mA needs a span
-        "points[0].register.interval_ms",        // not a multiple of 1000 ms
-        "points[1].register.status.table",       // a status word is a register
-        "points[1].register.status",             // and names at least one bit
+        "devices[1].serial_port",             // other line settings on the same port
+        "devices[1].unit_id",                 // unit 1 twice on one bus
+        "devices[2]: unknown variant `mark`", // not a parity
+        "devices[3]: unknown field `baud`",   // misspelt baud_rate
+        "devices[4].frame_gap_ms",            // no gap on plain Modbus TCP
+        "devices[5].protocol",                // one host:port, two framings
+        "points[0].register.address",         // 0 on a 1-based device
+        "points[0].span",                     // 4-20 mA needs a span
+        "points[0].register.interval_ms",     // not a multiple of 1000 ms
+        "points[1].register.status.table",    // a status word is a register
+        "points[1].register.status",          // and names at least one bit
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }

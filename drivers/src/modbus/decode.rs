@@ -347,15 +347,29 @@ mod tests {
             calibration_bit: Some(4),
         };
         assert_eq!(s.quality(0), Quality::Good);
-        assert_eq!(s.quality(0b0000_0011), Quality::Good, "other bits are ignored");
+        assert_eq!(
+            s.quality(0b0000_0011),
+            Quality::Good,
+            "other bits are ignored"
+        );
         assert_eq!(s.quality(1 << 2), Quality::SensorFault);
         assert_eq!(s.quality(1 << 3), Quality::NotMeasuring);
         assert_eq!(s.quality(1 << 4), Quality::NotMeasuring);
-        assert_eq!(s.quality(1 << 2 | 1 << 3), Quality::SensorFault, "a fault wins");
+        assert_eq!(
+            s.quality(1 << 2 | 1 << 3),
+            Quality::SensorFault,
+            "a fault wins"
+        );
         let mut reg = RegisterSpec::new(Table::Input, 0, DataType::U16);
-        reg.status = Some(StatusSpec { table: Table::Coil, ..s.clone() });
+        reg.status = Some(StatusSpec {
+            table: Table::Coil,
+            ..s.clone()
+        });
         assert_eq!(reg.validate(), Err(SpecError::StatusNeedsRegister));
-        reg.status = Some(StatusSpec { fault_bit: Some(16), ..s });
+        reg.status = Some(StatusSpec {
+            fault_bit: Some(16),
+            ..s
+        });
         assert_eq!(reg.validate(), Err(SpecError::BitOutOfRange(16)));
     }
 

@@ -18,7 +18,9 @@ mod streak;
 pub use decode::{DecodeError, SpecError, from_milliamps};
 pub use metrics::DeviceMetrics;
 pub use plan::{Part, PlanLimits, PlannedPoint, ReadPlan, ReadRequest, RejectedPoint};
-pub use poller::{Link, group_links, run_device, run_link, spawn_link_supervised, spawn_supervised};
+pub use poller::{
+    Link, group_links, run_device, run_link, spawn_link_supervised, spawn_supervised,
+};
 
 use std::time::Duration;
 

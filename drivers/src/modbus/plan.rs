@@ -322,7 +322,11 @@ mod tests {
         });
         let plan = ReadPlan::build(&[gas], PlanLimits::default());
         assert_eq!(spans(&plan), [(Table::Input, 0, 5)]);
-        let parts: Vec<(Part, u16)> = plan.requests[0].points.iter().map(|p| (p.part, p.offset)).collect();
+        let parts: Vec<(Part, u16)> = plan.requests[0]
+            .points
+            .iter()
+            .map(|p| (p.part, p.offset))
+            .collect();
         assert_eq!(parts, [(Part::Value, 0), (Part::Status, 4)]);
         assert_eq!(plan.point_count(), 1);
         assert!(plan.to_string().contains("#0 @0, #0 status @4"));
@@ -333,7 +337,10 @@ mod tests {
         let mut slow = point(1, Table::Holding, 1, DataType::U16);
         slow.register.interval_ms = Some(5000);
         let points = [point(0, Table::Holding, 0, DataType::U16), slow];
-        let lim = PlanLimits { poll_interval_ms: 1000, ..PlanLimits::default() };
+        let lim = PlanLimits {
+            poll_interval_ms: 1000,
+            ..PlanLimits::default()
+        };
         let plan = ReadPlan::build(&points, lim);
         let every: Vec<(u16, u32)> = plan.requests.iter().map(|r| (r.start, r.every)).collect();
         assert_eq!(every, [(0, 1), (1, 5)]);

@@ -12,8 +12,9 @@
 //! | timeout                     | all the unit's   | `CommLost`        | see below                   |
 //! | transport error, garbled    | all the unit's   | `CommLost`        | dropped, backoff, new       |
 //!
-//! A timeout drops the connection when the unit is alone on its link, or when no other unit
-//! has answered since the link's previous timeout (the gateway itself is gone). Otherwise the
+//! A timeout drops the connection when the unit is alone on its link, or when no unit has
+//! answered since the link's previous timeout (two timeouts in a row: the gateway itself is
+//! gone; a fresh connection counts as an answer). Otherwise the
 //! link is evidently working and only that unit is silent (a detector off the bus behind a
 //! serial device server): the connection is kept, and the silent unit is retried on a backoff
 //! of its own so that its timeouts don't eat the bus time of the units that answer.
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 use alert_rules::{Millis, PointId, Quality, QualityClass, Reading};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tokio_modbus::client::{Client, Context};
 use tokio_modbus::slave::SlaveContext;
@@ -136,7 +138,11 @@ pub async fn run_link(
         let mut units: Vec<Unit> = link
             .units
             .iter()
-            .zip(metrics.into_iter().chain(std::iter::repeat_with(Default::default)))
+            .zip(
+                metrics
+                    .into_iter()
+                    .chain(std::iter::repeat_with(Default::default)),
+            )
             .map(|(settings, metrics)| Unit::new(settings.clone(), metrics))
             .collect();
         match poll_link(&link, &mut units, &io).await {
@@ -290,6 +296,13 @@ struct Io<'a> {
 impl Io<'_> {
     /// Blocks while the channel is full (back-pressure); never drops.
     async fn send(&self, event: FieldEvent) -> Result<(), Stop> {
+        // The common case, a channel with room, skips registering with the shutdown token
+        // (a lock shared by every poll task).
+        let event = match self.out.try_send(event) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(_)) => return Err(Stop::ChannelClosed),
+            Err(TrySendError::Full(event)) => event,
+        };
         match self.until_shutdown(self.out.send(event)).await? {
             Ok(()) => Ok(()),
             Err(_) => Err(Stop::ChannelClosed),
@@ -372,7 +385,9 @@ async fn poll_link(
                     for unit in units.iter_mut() {
                         unit.next_due = now;
                     }
-                    answered_since_timeout = false;
+                    // A fresh connection counts as working until two units in a row time
+                    // out, so a silent unit polled first can't keep the link reconnecting.
+                    answered_since_timeout = true;
                     last_frame = None;
                     connection = Some(ctx);
                 }
@@ -394,20 +409,21 @@ async fn poll_link(
         let Some(ctx) = connection.as_mut() else {
             continue;
         };
-        let Some(unit) = units
-            .iter_mut()
-            .filter(|u| !u.plan.requests.is_empty())
-            .min_by_key(|u| u.next_due)
+        let polled_units = units.iter().filter(|u| !u.plan.requests.is_empty()).count();
+        let Some(index) = (0..units.len())
+            .filter(|&i| !units[i].plan.requests.is_empty())
+            .min_by_key(|&i| units[i].next_due)
         else {
             continue;
         };
+        let unit = &mut units[index];
         io.sleep_until(unit.next_due).await?;
         ctx.set_slave(Slave(unit.settings.unit_id));
         let span = unit.span.clone();
-        let polled = unit
-            .poll(ctx, io, gap, &mut last_frame)
-            .instrument(span.clone())
-            .await?;
+        // Shutdown is watched once per turn, not per request: the token's waiter list is a
+        // lock shared by every poll task.
+        let turn = unit.poll(ctx, io, gap, &mut last_frame);
+        let polled = io.until_shutdown(turn.instrument(span.clone())).await??;
         match polled {
             Polled::Answered => {
                 backoff.reset();
@@ -417,16 +433,8 @@ async fn poll_link(
             }
             Polled::Timeout(failure) => {
                 unit.comm_lost(&failure, io).instrument(span).await?;
-                let shared = units.iter().filter(|u| !u.plan.requests.is_empty()).count() > 1;
-                if shared && answered_since_timeout {
+                if polled_units > 1 && answered_since_timeout {
                     answered_since_timeout = false;
-                    let Some(unit) = units
-                        .iter_mut()
-                        .filter(|u| !u.plan.requests.is_empty())
-                        .min_by_key(|u| u.next_due)
-                    else {
-                        continue;
-                    };
                     let delay = unit.silence.next_delay().max(unit.period);
                     unit.next_due = tokio::time::Instant::now() + delay;
                 } else {
@@ -565,7 +573,8 @@ impl Unit {
         }
     }
 
-    /// Reads the requests due this turn, one at a time, then sends the unit's readings.
+    /// Reads the requests due this turn, one at a time, then sends the unit's readings. The
+    /// caller stops it at shutdown.
     async fn poll(
         &mut self,
         ctx: &mut Context,
@@ -582,15 +591,10 @@ impl Unit {
             if let Some(at) = *last_frame
                 && !gap.is_zero()
             {
-                io.sleep_until(at + gap).await?;
+                tokio::time::sleep_until(at + gap).await;
             }
             let started = Instant::now();
-            let outcome = io
-                .until_shutdown(tokio::time::timeout(
-                    self.settings.timeout,
-                    read(ctx, request),
-                ))
-                .await?;
+            let outcome = tokio::time::timeout(self.settings.timeout, read(ctx, request)).await;
             *last_frame = Some(tokio::time::Instant::now());
             match outcome {
                 Ok(Ok(answer)) => {
@@ -644,7 +648,11 @@ impl Unit {
                         let register = match p.part {
                             Part::Value => p.register.clone(),
                             // The status word is taken raw: no scaling applies to its bits.
-                            Part::Status => RegisterSpec::new(p.register.table, p.register.address, super::DataType::U16),
+                            Part::Status => RegisterSpec::new(
+                                p.register.table,
+                                p.register.address,
+                                super::DataType::U16,
+                            ),
                         };
                         let decoded = match words.get(usize::from(p.offset)..) {
                             Some(words) => decode_registers(&register, words),
@@ -674,7 +682,12 @@ impl Unit {
         let judged: Vec<(PointId, f64, Quality)> = values
             .into_iter()
             .map(|(id, register, got)| {
-                let (value, quality) = judge(register, self.spans.get(&id).copied(), got, statuses.get(&id).copied());
+                let (value, quality) = judge(
+                    register,
+                    self.spans.get(&id).copied(),
+                    got,
+                    statuses.get(&id).copied(),
+                );
                 (id, value, quality)
             })
             .collect();
@@ -1280,19 +1293,24 @@ mod tests {
         let mut b = a.clone();
         b.unit_id = 2;
         let other = settings(503, vec![], 10);
-        let serial = |path: &str, baud_rate| Endpoint::Serial(crate::modbus::SerialLine {
-            path: path.to_owned(),
-            baud_rate,
-            parity: crate::modbus::Parity::None,
-            data_bits: 8,
-            stop_bits: 1,
-        });
+        let serial = |path: &str, baud_rate| {
+            Endpoint::Serial(crate::modbus::SerialLine {
+                path: path.to_owned(),
+                baud_rate,
+                parity: crate::modbus::Parity::None,
+                data_bits: 8,
+                stop_bits: 1,
+            })
+        };
         let mut s1 = a.clone();
         s1.endpoint = serial("/dev/ttyUSB0", 9600);
         let mut s2 = a.clone();
         s2.endpoint = serial("/dev/ttyUSB0", 19200);
         let links = group_links(vec![a, other, b, s1, s2]);
-        let shape: Vec<Vec<u8>> = links.iter().map(|l| l.units.iter().map(|u| u.unit_id).collect()).collect();
+        let shape: Vec<Vec<u8>> = links
+            .iter()
+            .map(|l| l.units.iter().map(|u| u.unit_id).collect())
+            .collect();
         assert_eq!(shape, [vec![1, 2], vec![1], vec![1, 1]]);
         assert!(links[2].endpoint.is_rtu());
     }
@@ -1305,7 +1323,10 @@ mod tests {
         let span = Some([0.0, 100.0]);
         assert_eq!(judge(&reg, span, Ok(12.0), None), (50.0, Quality::Good));
         assert_eq!(judge(&reg, span, Ok(20.7), None).1, Quality::Saturated);
-        assert!(judge(&reg, None, Ok(12.0), None).0.is_nan(), "no span, no value");
+        assert!(
+            judge(&reg, None, Ok(12.0), None).0.is_nan(),
+            "no span, no value"
+        );
         reg.status = Some(StatusSpec {
             table: Table::Holding,
             address: 1,
@@ -1313,12 +1334,21 @@ mod tests {
             warmup_bit: Some(1),
             calibration_bit: None,
         });
-        assert_eq!(judge(&reg, span, Ok(20.7), Some(Ok(0b10))), (104.375, Quality::NotMeasuring));
+        assert_eq!(
+            judge(&reg, span, Ok(20.7), Some(Ok(0b10))),
+            (104.375, Quality::NotMeasuring)
+        );
         let (v, q) = judge(&reg, span, Ok(12.0), Some(Ok(0b11)));
         assert!(v.is_nan());
         assert_eq!(q, Quality::SensorFault);
-        assert_eq!(judge(&reg, span, Ok(12.0), Some(Err(Quality::DeviceException))).1, Quality::DeviceException);
-        assert_eq!(judge(&reg, span, Err(Quality::CommLost), Some(Ok(0))).1, Quality::CommLost);
+        assert_eq!(
+            judge(&reg, span, Ok(12.0), Some(Err(Quality::DeviceException))).1,
+            Quality::DeviceException
+        );
+        assert_eq!(
+            judge(&reg, span, Err(Quality::CommLost), Some(Ok(0))).1,
+            Quality::CommLost
+        );
     }
 
     #[tokio::test]
@@ -1332,9 +1362,16 @@ mod tests {
         let server = serve(listener, plc);
         let mut slow = point(1, Table::Holding, 1, DataType::U16);
         slow.register.interval_ms = Some(400);
-        let mut dev = start(settings(port, vec![point(0, Table::Holding, 0, DataType::U16), slow], 10));
+        let mut dev = start(settings(
+            port,
+            vec![point(0, Table::Holding, 0, DataType::U16), slow],
+            10,
+        ));
         let events = dev.until(|ev| count(ev, 0, Quality::Good) >= 9).await;
-        let (fast, slow) = (count(&events, 0, Quality::Good), count(&events, 1, Quality::Good));
+        let (fast, slow) = (
+            count(&events, 0, Quality::Good),
+            count(&events, 1, Quality::Good),
+        );
         assert!((2..=3).contains(&slow), "fast {fast}, slow {slow}");
         dev.stop().await;
         server.abort();
@@ -1349,7 +1386,12 @@ mod tests {
             let n = r.fetch_add(1, Ordering::SeqCst);
             async move { assert!(n > 0, "first run fails") }
         };
-        let supervised = supervise(start, || false, vec![metrics.clone()], CancellationToken::new());
+        let supervised = supervise(
+            start,
+            || false,
+            vec![metrics.clone()],
+            CancellationToken::new(),
+        );
         tokio::time::timeout(Duration::from_secs(10), supervised)
             .await
             .expect("supervisor ends");

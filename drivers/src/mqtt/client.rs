@@ -104,20 +104,29 @@ impl BrokerConfig {
             e("port", "must not be 0".into());
         }
         if !matches!(self.mqtt_version, 4 | 5) {
-            e("mqtt_version", format!("{} is not 4 (MQTT 3.1.1) or 5", self.mqtt_version));
+            e(
+                "mqtt_version",
+                format!("{} is not 4 (MQTT 3.1.1) or 5", self.mqtt_version),
+            );
         }
         let min_keep_alive = if self.mqtt_version == 5 { 5 } else { 1 };
         if self.keep_alive_secs < min_keep_alive || self.keep_alive_secs > 65_535 {
             e(
                 "keep_alive_secs",
-                format!("must be within {min_keep_alive}..=65535 for MQTT version {}", self.mqtt_version),
+                format!(
+                    "must be within {min_keep_alive}..=65535 for MQTT version {}",
+                    self.mqtt_version
+                ),
             );
         }
         if self.inflight == 0 {
             e("inflight", "must be at least 1".into());
         }
         if self.client_id.len() > 65_535 || self.client_id.starts_with(char::is_whitespace) {
-            e("client_id", "must not start with whitespace or exceed 65535 bytes".into());
+            e(
+                "client_id",
+                "must not start with whitespace or exceed 65535 bytes".into(),
+            );
         }
         // An empty id is replaced by a derived one before use (`client_id_or`), so a persistent
         // session never meets rumqttc's "empty id with clean_session = false" panic.
@@ -130,15 +139,24 @@ impl BrokerConfig {
         if self.reconnect_max_secs == 0 {
             e("reconnect_max_secs", "must be at least 1".into());
         }
-        for (field, var) in [("username_env", &self.username_env), ("password_env", &self.password_env)] {
+        for (field, var) in [
+            ("username_env", &self.username_env),
+            ("password_env", &self.password_env),
+        ] {
             if let Some(var) = var
                 && (var.is_empty() || var.contains('='))
             {
-                e(field, format!("{var:?} is not an environment variable name"));
+                e(
+                    field,
+                    format!("{var:?} is not an environment variable name"),
+                );
             }
         }
         if self.password_env.is_some() && self.username_env.is_none() {
-            e("password_env", "needs username_env too (MQTT sends a password only with a username)".into());
+            e(
+                "password_env",
+                "needs username_env too (MQTT sends a password only with a username)".into(),
+            );
         }
         if let Some(tls) = &self.tls {
             for (field, path) in [
@@ -149,11 +167,17 @@ impl BrokerConfig {
                 if let Some(p) = path
                     && !p.is_file()
                 {
-                    e(field, format!("{} does not exist or is not a file", p.display()));
+                    e(
+                        field,
+                        format!("{} does not exist or is not a file", p.display()),
+                    );
                 }
             }
             if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
-                e("tls.client_key_file", "client_cert_file and client_key_file go together".into());
+                e(
+                    "tls.client_key_file",
+                    "client_cert_file and client_key_file go together".into(),
+                );
             }
         }
         out
@@ -161,7 +185,11 @@ impl BrokerConfig {
 
     /// The client id to use: the configured one, or `fallback` when empty.
     pub fn client_id_or(&self, fallback: &str) -> String {
-        if self.client_id.is_empty() { fallback.to_owned() } else { self.client_id.clone() }
+        if self.client_id.is_empty() {
+            fallback.to_owned()
+        } else {
+            self.client_id.clone()
+        }
     }
 }
 
@@ -233,13 +261,21 @@ enum RawPublish {
 /// What the event loop reports, reduced to what Sentinel acts on.
 #[derive(Debug)]
 pub enum Event {
-    Connected { session_present: bool },
-    Message(Message),
+    Connected {
+        session_present: bool,
+    },
+    // Boxed: a message is much larger than the other events.
+    Message(Box<Message>),
     /// A publish of ours was written to the network with this packet id (0 for QoS 0).
     Sent(u16),
     /// The broker acknowledged packet `pkid`; `ok` is false for an MQTT 5 failure reason code.
-    PubAck { pkid: u16, ok: bool },
-    SubAck { ok: bool },
+    PubAck {
+        pkid: u16,
+        ok: bool,
+    },
+    SubAck {
+        ok: bool,
+    },
     Other,
 }
 
@@ -250,7 +286,7 @@ pub enum Client {
 }
 
 pub enum EventLoop {
-    V4(rumqttc::EventLoop),
+    V4(Box<rumqttc::EventLoop>),
     V5(Box<v5::EventLoop>),
 }
 
@@ -276,17 +312,25 @@ pub fn build(config: &BrokerConfig, session: &Session) -> Result<(Client, EventL
         Some(tls) => Some(rustls_config(tls)?),
         None => None,
     };
-    let transport = tls.map(|c| rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(Arc::new(c))));
+    let transport =
+        tls.map(|c| rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(Arc::new(c))));
     // Clamp again what validation already rejected, so a bypassed check cannot panic here.
-    let keep_alive = Duration::from_secs(config.keep_alive_secs.max(if config.mqtt_version == 5 { 5 } else { 1 }));
+    let keep_alive = Duration::from_secs(config.keep_alive_secs.max(if config.mqtt_version == 5 {
+        5
+    } else {
+        1
+    }));
     let clean = session.clean || session.client_id.is_empty();
     let capacity = session.request_capacity.max(1);
     if config.mqtt_version == 5 {
-        let mut o = v5::MqttOptions::new(session.client_id.clone(), config.host.clone(), config.port);
+        let mut o =
+            v5::MqttOptions::new(session.client_id.clone(), config.host.clone(), config.port);
         o.set_keep_alive(keep_alive)
             .set_clean_start(clean)
             .set_manual_acks(session.manual_acks)
-            .set_max_packet_size(Some(u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX)))
+            .set_max_packet_size(Some(
+                u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX),
+            ))
             .set_outgoing_inflight_upper_limit(config.inflight.max(1))
             .set_connection_timeout(config.connect_timeout_secs.max(1));
         if !clean {
@@ -311,7 +355,8 @@ pub fn build(config: &BrokerConfig, session: &Session) -> Result<(Client, EventL
         let (client, eventloop) = v5::AsyncClient::new(o, capacity);
         Ok((Client::V5(client), EventLoop::V5(Box::new(eventloop))))
     } else {
-        let mut o = rumqttc::MqttOptions::new(session.client_id.clone(), config.host.clone(), config.port);
+        let mut o =
+            rumqttc::MqttOptions::new(session.client_id.clone(), config.host.clone(), config.port);
         o.set_keep_alive(keep_alive)
             .set_clean_session(clean)
             .set_manual_acks(session.manual_acks)
@@ -335,12 +380,15 @@ pub fn build(config: &BrokerConfig, session: &Session) -> Result<(Client, EventL
         let mut net = eventloop.network_options();
         net.set_connection_timeout(config.connect_timeout_secs.max(1));
         eventloop.set_network_options(net);
-        Ok((Client::V4(client), EventLoop::V4(eventloop)))
+        Ok((Client::V4(client), EventLoop::V4(Box::new(eventloop))))
     }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
-    std::fs::read(path).map_err(|source| BuildError::Read { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| BuildError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn rustls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, BuildError> {
@@ -356,7 +404,10 @@ fn rustls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, BuildError> {
         roots.add(cert.map_err(|e| pem_err(&tls.ca_file, e))?)?;
     }
     if roots.is_empty() {
-        return Err(BuildError::Pem { path: tls.ca_file.clone(), message: "no certificate in the file".into() });
+        return Err(BuildError::Pem {
+            path: tls.ca_file.clone(),
+            message: "no certificate in the file".into(),
+        });
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -368,7 +419,8 @@ fn rustls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, BuildError> {
             let chain = CertificateDer::pem_slice_iter(&cert_pem)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| pem_err(cert, e))?;
-            let key_der = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| pem_err(key, e))?;
+            let key_der =
+                PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| pem_err(key, e))?;
             builder.with_client_auth_cert(chain, key_der)?
         }
         _ => builder.with_no_client_auth(),
@@ -384,14 +436,22 @@ impl EventLoop {
             EventLoop::V4(el) => {
                 use rumqttc::{Event as E, Outgoing, Packet};
                 match el.poll().await.map_err(|e| e.to_string())? {
-                    E::Incoming(Packet::ConnAck(c)) => Ok(Event::Connected { session_present: c.session_present }),
-                    E::Incoming(Packet::Publish(p)) => Ok(Event::Message(Message {
+                    E::Incoming(Packet::ConnAck(c)) => Ok(Event::Connected {
+                        session_present: c.session_present,
+                    }),
+                    E::Incoming(Packet::Publish(p)) => Ok(Event::Message(Box::new(Message {
                         topic: Some(p.topic.clone()),
                         raw: RawPublish::V4(p),
-                    })),
-                    E::Incoming(Packet::PubAck(a)) => Ok(Event::PubAck { pkid: a.pkid, ok: true }),
+                    }))),
+                    E::Incoming(Packet::PubAck(a)) => Ok(Event::PubAck {
+                        pkid: a.pkid,
+                        ok: true,
+                    }),
                     E::Incoming(Packet::SubAck(s)) => Ok(Event::SubAck {
-                        ok: s.return_codes.iter().all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure)),
+                        ok: s
+                            .return_codes
+                            .iter()
+                            .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure)),
                     }),
                     E::Outgoing(Outgoing::Publish(pkid)) => Ok(Event::Sent(pkid)),
                     _ => Ok(Event::Other),
@@ -401,19 +461,27 @@ impl EventLoop {
                 use rumqttc::Outgoing;
                 use v5::mqttbytes::v5::{Packet, PubAckReason, SubscribeReasonCode};
                 match el.poll().await.map_err(|e| e.to_string())? {
-                    v5::Event::Incoming(Packet::ConnAck(c)) => Ok(Event::Connected { session_present: c.session_present }),
-                    v5::Event::Incoming(Packet::Publish(p)) => Ok(Event::Message(Message {
-                        topic: std::str::from_utf8(&p.topic).ok().map(str::to_owned),
-                        raw: RawPublish::V5(p),
-                    })),
+                    v5::Event::Incoming(Packet::ConnAck(c)) => Ok(Event::Connected {
+                        session_present: c.session_present,
+                    }),
+                    v5::Event::Incoming(Packet::Publish(p)) => {
+                        Ok(Event::Message(Box::new(Message {
+                            topic: std::str::from_utf8(&p.topic).ok().map(str::to_owned),
+                            raw: RawPublish::V5(p),
+                        })))
+                    }
                     v5::Event::Incoming(Packet::PubAck(a)) => Ok(Event::PubAck {
                         pkid: a.pkid,
-                        ok: matches!(a.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers),
+                        ok: matches!(
+                            a.reason,
+                            PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                        ),
                     }),
                     v5::Event::Incoming(Packet::SubAck(s)) => Ok(Event::SubAck {
-                        ok: s.return_codes.iter().all(|c| {
-                            matches!(c, SubscribeReasonCode::Success(_))
-                        }),
+                        ok: s
+                            .return_codes
+                            .iter()
+                            .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
                     }),
                     v5::Event::Outgoing(Outgoing::Publish(pkid)) => Ok(Event::Sent(pkid)),
                     _ => Ok(Event::Other),
@@ -427,25 +495,45 @@ impl Client {
     /// Queue a subscription without waiting (safe to call from the task that polls).
     pub fn try_subscribe(&self, filter: &str, qos: Qos) -> Result<(), RequestError> {
         match self {
-            Client::V4(c) => c.try_subscribe(filter, qos4(qos)).map_err(|e| RequestError(e.to_string())),
-            Client::V5(c) => c.try_subscribe(filter, qos5(qos)).map_err(|e| RequestError(e.to_string())),
+            Client::V4(c) => c
+                .try_subscribe(filter, qos4(qos))
+                .map_err(|e| RequestError(e.to_string())),
+            Client::V5(c) => c
+                .try_subscribe(filter, qos5(qos))
+                .map_err(|e| RequestError(e.to_string())),
         }
     }
 
     /// Queue the acknowledgement of a received message without waiting.
     pub fn try_ack(&self, message: &Message) -> Result<(), RequestError> {
         match (self, &message.raw) {
-            (Client::V4(c), RawPublish::V4(p)) => c.try_ack(p).map_err(|e| RequestError(e.to_string())),
-            (Client::V5(c), RawPublish::V5(p)) => c.try_ack(p).map_err(|e| RequestError(e.to_string())),
+            (Client::V4(c), RawPublish::V4(p)) => {
+                c.try_ack(p).map_err(|e| RequestError(e.to_string()))
+            }
+            (Client::V5(c), RawPublish::V5(p)) => {
+                c.try_ack(p).map_err(|e| RequestError(e.to_string()))
+            }
             _ => Err(RequestError("message from another protocol version".into())),
         }
     }
 
     /// Queue a publish; resolves when queued, not when the broker has it (see [`Event::PubAck`]).
-    pub async fn publish(&self, topic: &str, payload: Vec<u8>, qos: Qos, retain: bool) -> Result<(), RequestError> {
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        qos: Qos,
+        retain: bool,
+    ) -> Result<(), RequestError> {
         match self {
-            Client::V4(c) => c.publish(topic, qos4(qos), retain, payload).await.map_err(|e| RequestError(e.to_string())),
-            Client::V5(c) => c.publish(topic, qos5(qos), retain, payload).await.map_err(|e| RequestError(e.to_string())),
+            Client::V4(c) => c
+                .publish(topic, qos4(qos), retain, payload)
+                .await
+                .map_err(|e| RequestError(e.to_string())),
+            Client::V5(c) => c
+                .publish(topic, qos5(qos), retain, payload)
+                .await
+                .map_err(|e| RequestError(e.to_string())),
         }
     }
 
@@ -491,11 +579,23 @@ mod tests {
     fn settings_that_would_panic_are_rejected() {
         assert!(broker(|_| {}).errors().is_empty());
         let fields = |b: BrokerConfig| b.errors().into_iter().map(|(f, _)| f).collect::<Vec<_>>();
-        assert_eq!(fields(broker(|b| b.keep_alive_secs = 0)), ["keep_alive_secs"]);
-        assert_eq!(fields(broker(|b| { b.mqtt_version = 5; b.keep_alive_secs = 3 })), ["keep_alive_secs"]);
+        assert_eq!(
+            fields(broker(|b| b.keep_alive_secs = 0)),
+            ["keep_alive_secs"]
+        );
+        assert_eq!(
+            fields(broker(|b| {
+                b.mqtt_version = 5;
+                b.keep_alive_secs = 3
+            })),
+            ["keep_alive_secs"]
+        );
         assert_eq!(fields(broker(|b| b.inflight = 0)), ["inflight"]);
         assert_eq!(fields(broker(|b| b.mqtt_version = 3)), ["mqtt_version"]);
-        assert_eq!(fields(broker(|b| b.password_env = Some("P".into()))), ["password_env"]);
+        assert_eq!(
+            fields(broker(|b| b.password_env = Some("P".into()))),
+            ["password_env"]
+        );
         let tls = broker(|b| {
             b.tls = Some(TlsConfig {
                 ca_file: "/nonexistent/ca.pem".into(),
@@ -503,7 +603,10 @@ mod tests {
                 client_key_file: None,
             });
         });
-        assert_eq!(fields(tls), ["tls.ca_file", "tls.client_cert_file", "tls.client_key_file"]);
+        assert_eq!(
+            fields(tls),
+            ["tls.ca_file", "tls.client_cert_file", "tls.client_key_file"]
+        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ pub struct MqttMetrics {
     pub connection_errors: AtomicU64,
     /// Subscriptions the broker refused or that could not be queued.
     pub subscribe_failures: AtomicU64,
-    /// Acknowledgements that could not be queued (the broker will redeliver).
-    pub ack_failures: AtomicU64,
+    /// Acknowledgements waiting for room in the client's request queue (a gauge).
+    pub acks_waiting: AtomicU64,
     /// Times a silent point was marked stale.
     pub stale_marks: AtomicU64,
 }

@@ -21,7 +21,7 @@ pub mod metrics;
 pub mod payload;
 pub mod topic;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -42,6 +42,9 @@ use crate::{FieldEvent, now_millis};
 const WATCH_TICK: Duration = Duration::from_millis(200);
 /// Device status is reported at most this often while connected.
 const STATUS_EVERY_MS: Millis = 1000;
+/// Acknowledgements waiting locally beyond this many are worth a warning (the broker's
+/// in-flight window normally keeps them far fewer).
+const ACKS_WAITING_WARN: usize = 10_000;
 /// A repeated bad-payload warning is logged at most this often per device and reason.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -109,12 +112,20 @@ pub fn spawn(
         clocks: settings.points.iter().map(|_| Clock::default()).collect(),
     });
     let watcher = tokio::spawn(
-        watch(settings.clone(), Arc::clone(&shared), out.clone(), Arc::clone(&metrics), shutdown.clone())
-            .instrument(span.clone()),
+        watch(
+            settings.clone(),
+            Arc::clone(&shared),
+            out.clone(),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        )
+        .instrument(span.clone()),
     );
     tokio::spawn(
         async move {
-            Ingest::new(settings, shared, out, metrics).run(shutdown).await;
+            Ingest::new(settings, shared, out, metrics)
+                .run(shutdown)
+                .await;
             watcher.abort();
             let _ = watcher.await;
         }
@@ -137,13 +148,20 @@ struct Ingest {
 }
 
 impl Ingest {
-    fn new(s: MqttDeviceSettings, shared: Arc<Shared>, out: Sender<FieldEvent>, metrics: Arc<MqttMetrics>) -> Ingest {
+    fn new(
+        s: MqttDeviceSettings,
+        shared: Arc<Shared>,
+        out: Sender<FieldEvent>,
+        metrics: Arc<MqttMetrics>,
+    ) -> Ingest {
         let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
         let (mut unkeyed, mut by_topic) = (Vec::new(), Vec::new());
         for (i, p) in s.points.iter().enumerate() {
             match (&p.topic, &p.key) {
                 (Some(_), _) => by_topic.push(i),
-                (None, Some(k)) if s.template.is_some() => by_key.entry(k.clone()).or_default().push(i),
+                (None, Some(k)) if s.template.is_some() => {
+                    by_key.entry(k.clone()).or_default().push(i)
+                }
                 _ => unkeyed.push(i),
             }
         }
@@ -179,7 +197,12 @@ impl Ingest {
                     // but mark the points unknown only once.
                     error!(%error, "MQTT client could not be built; retrying.");
                     let down = if reported {
-                        self.send(FieldEvent::DeviceStatus { device: self.s.id, ok: false, at: now_millis() }).await
+                        self.send(FieldEvent::DeviceStatus {
+                            device: self.s.id,
+                            ok: false,
+                            at: now_millis(),
+                        })
+                        .await
                     } else {
                         reported = true;
                         self.lost().await
@@ -191,7 +214,21 @@ impl Ingest {
             }
         };
         let mut failures: u32 = 0;
+        // Acknowledgements waiting for room in rumqttc's request queue, in order. The event
+        // loop takes at most one request per poll while one network read can yield many
+        // messages, so the queue can fill; an ack is then kept here, never dropped (a dropped
+        // ack would hold the broker's in-flight window until the next reconnection).
+        let mut unacked: VecDeque<Box<client::Message>> = VecDeque::new();
         loop {
+            while let Some(m) = unacked.front() {
+                if client.try_ack(m).is_err() {
+                    break;
+                }
+                unacked.pop_front();
+            }
+            self.metrics
+                .acks_waiting
+                .store(unacked.len() as u64, Ordering::Relaxed);
             let event = tokio::select! {
                 () = shutdown.cancelled() => break,
                 e = eventloop.poll() => e,
@@ -207,11 +244,21 @@ impl Ingest {
                     // clean session) would otherwise deliver nothing.
                     for filter in &self.s.filters {
                         if let Err(error) = client.try_subscribe(filter, self.s.qos) {
-                            self.metrics.subscribe_failures.fetch_add(1, Ordering::Relaxed);
+                            self.metrics
+                                .subscribe_failures
+                                .fetch_add(1, Ordering::Relaxed);
                             error!(%error, %filter, "Queuing a subscription failed.");
                         }
                     }
-                    if self.send(FieldEvent::DeviceStatus { device: self.s.id, ok: true, at: now_millis() }).await.is_err() {
+                    if self
+                        .send(FieldEvent::DeviceStatus {
+                            device: self.s.id,
+                            ok: true,
+                            at: now_millis(),
+                        })
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -220,20 +267,31 @@ impl Ingest {
                         break;
                     }
                     // Only now that the readings are with the engine may the broker forget it.
-                    if let Err(error) = client.try_ack(&message) {
-                        self.metrics.ack_failures.fetch_add(1, Ordering::Relaxed);
-                        warn!(%error, "Acknowledging a message failed; the broker will send it again.");
+                    if !unacked.is_empty() || client.try_ack(&message).is_err() {
+                        if unacked.len() == ACKS_WAITING_WARN {
+                            warn!(
+                                waiting = unacked.len(),
+                                "Many acknowledgements are waiting for the MQTT client."
+                            );
+                        }
+                        unacked.push_back(message);
                     }
                 }
                 Ok(client::Event::SubAck { ok: false }) => {
-                    self.metrics.subscribe_failures.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .subscribe_failures
+                        .fetch_add(1, Ordering::Relaxed);
                     error!(filters = ?self.s.filters, "The broker refused a subscription.");
                 }
                 Ok(_) => {}
                 Err(error) => {
+                    // The broker sends unacknowledged messages again on the resumed session.
+                    unacked.clear();
                     let was_connected = self.shared.connected.swap(false, Ordering::Relaxed);
                     self.metrics.connected.store(0, Ordering::Relaxed);
-                    self.metrics.connection_errors.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .connection_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     let delay = client::reconnect_delay(failures, cap);
                     if was_connected || failures.is_power_of_two() || failures == 0 {
                         warn!(%error, attempts = failures + 1, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed; reconnecting.");
@@ -243,7 +301,15 @@ impl Ingest {
                         if self.lost().await.is_err() {
                             break;
                         }
-                    } else if self.send(FieldEvent::DeviceStatus { device: self.s.id, ok: false, at: now_millis() }).await.is_err() {
+                    } else if self
+                        .send(FieldEvent::DeviceStatus {
+                            device: self.s.id,
+                            ok: false,
+                            at: now_millis(),
+                        })
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     if sleep_or_cancel(&shutdown, delay).await {
@@ -269,10 +335,20 @@ impl Ingest {
             if clock.last_seen.load(Ordering::Relaxed) != 0 {
                 clock.marked.store(true, Ordering::Relaxed);
             }
-            self.send(FieldEvent::Reading(Reading { point: p.id, time: at, value: f64::NAN, quality: Quality::CommLost }))
-                .await?;
+            self.send(FieldEvent::Reading(Reading {
+                point: p.id,
+                time: at,
+                value: f64::NAN,
+                quality: Quality::CommLost,
+            }))
+            .await?;
         }
-        self.send(FieldEvent::DeviceStatus { device: self.s.id, ok: false, at }).await
+        self.send(FieldEvent::DeviceStatus {
+            device: self.s.id,
+            ok: false,
+            at,
+        })
+        .await
     }
 
     async fn send(&self, event: FieldEvent) -> Result<(), ()> {
@@ -311,16 +387,19 @@ impl Ingest {
         if self.s.template.is_none() {
             candidates.extend(&self.unkeyed);
         }
-        candidates.extend(
-            self.by_topic
-                .iter()
-                .filter(|&&i| self.s.points[i].topic.as_deref().is_some_and(|f| topic::matches(f, topic))),
-        );
+        candidates.extend(self.by_topic.iter().filter(|&&i| {
+            self.s.points[i]
+                .topic
+                .as_deref()
+                .is_some_and(|f| topic::matches(f, topic))
+        }));
         if candidates.is_empty() {
             self.bad(BadPayload::Unmapped, topic);
             return Ok(());
         }
-        let needs_json = candidates.iter().any(|&i| self.s.points[i].json_pointer.is_some());
+        let needs_json = candidates
+            .iter()
+            .any(|&i| self.s.points[i].json_pointer.is_some());
         let doc = if needs_json {
             match payload::parse_json(payload) {
                 Ok(d) => Some(d),
@@ -368,7 +447,13 @@ impl Ingest {
             clock.marked.store(false, Ordering::Relaxed);
             self.metrics.readings.fetch_add(1, Ordering::Relaxed);
             let id = point.id;
-            self.send(FieldEvent::Reading(Reading { point: id, time, value, quality })).await?;
+            self.send(FieldEvent::Reading(Reading {
+                point: id,
+                time,
+                value,
+                quality,
+            }))
+            .await?;
         }
         Ok(())
     }
@@ -393,20 +478,36 @@ async fn watch(
         let now = now_millis();
         if shared.connected.load(Ordering::Relaxed) && now - last_status >= STATUS_EVERY_MS {
             last_status = now;
-            if out.send(FieldEvent::DeviceStatus { device: s.id, ok: true, at: now }).await.is_err() {
+            if out
+                .send(FieldEvent::DeviceStatus {
+                    device: s.id,
+                    ok: true,
+                    at: now,
+                })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
         for (p, clock) in s.points.iter().zip(&shared.clocks) {
             let Some(after) = p.stale_after else { continue };
             let seen = clock.last_seen.load(Ordering::Relaxed);
-            if seen == 0 || clock.marked.load(Ordering::Relaxed) || now - seen < after.as_millis() as Millis {
+            if seen == 0
+                || clock.marked.load(Ordering::Relaxed)
+                || now - seen < after.as_millis() as Millis
+            {
                 continue;
             }
             clock.marked.store(true, Ordering::Relaxed);
             metrics.stale_marks.fetch_add(1, Ordering::Relaxed);
             let value = f64::from_bits(clock.last_value.load(Ordering::Relaxed));
-            let reading = Reading { point: p.id, time: now, value, quality: Quality::Stale };
+            let reading = Reading {
+                point: p.id,
+                time: now,
+                value,
+                quality: Quality::Stale,
+            };
             if out.send(FieldEvent::Reading(reading)).await.is_err() {
                 return;
             }

@@ -87,7 +87,11 @@ pub fn plain_number(payload: &[u8]) -> Result<f64, BadPayload> {
     let text = text.trim();
     // A JSON document holding a bare number is also a plain number.
     let v: f64 = text.parse().map_err(|_| BadPayload::NotANumber)?;
-    if v.is_finite() { Ok(v) } else { Err(BadPayload::NotFinite) }
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(BadPayload::NotFinite)
+    }
 }
 
 /// Parse a payload as JSON. Non-UTF-8 is reported as such, not as bad JSON.
@@ -105,23 +109,38 @@ pub fn number_at(doc: &Value, pointer: &str) -> Result<f64, BadPayload> {
     let n = match v {
         Value::Number(n) => n.as_f64().ok_or(BadPayload::NotANumber)?,
         Value::Bool(b) => f64::from(u8::from(*b)),
-        Value::String(s) => s.trim().parse::<f64>().map_err(|_| BadPayload::NotANumber)?,
+        Value::String(s) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| BadPayload::NotANumber)?,
         Value::Null => return Err(BadPayload::MissingField),
         _ => return Err(BadPayload::NotANumber),
     };
-    if n.is_finite() { Ok(n) } else { Err(BadPayload::NotFinite) }
+    if n.is_finite() {
+        Ok(n)
+    } else {
+        Err(BadPayload::NotFinite)
+    }
 }
 
 /// The time at `pointer`, in epoch milliseconds.
-pub fn timestamp_at(doc: &Value, pointer: &str, format: TimestampFormat) -> Result<Millis, BadPayload> {
+pub fn timestamp_at(
+    doc: &Value,
+    pointer: &str,
+    format: TimestampFormat,
+) -> Result<Millis, BadPayload> {
     let v = doc.pointer(pointer).ok_or(BadPayload::BadTimestamp)?;
     let ms = match (v, format) {
         (Value::Number(n), TimestampFormat::Auto) => {
             let x = n.as_f64().ok_or(BadPayload::BadTimestamp)?;
             if x.abs() < 1e11 { x * 1000.0 } else { x }
         }
-        (Value::Number(n), TimestampFormat::EpochS) => n.as_f64().ok_or(BadPayload::BadTimestamp)? * 1000.0,
-        (Value::Number(n), TimestampFormat::EpochMs) => n.as_f64().ok_or(BadPayload::BadTimestamp)?,
+        (Value::Number(n), TimestampFormat::EpochS) => {
+            n.as_f64().ok_or(BadPayload::BadTimestamp)? * 1000.0
+        }
+        (Value::Number(n), TimestampFormat::EpochMs) => {
+            n.as_f64().ok_or(BadPayload::BadTimestamp)?
+        }
         (Value::String(s), TimestampFormat::Auto | TimestampFormat::Rfc3339) => {
             return rfc3339_millis(s).ok_or(BadPayload::BadTimestamp);
         }
@@ -140,12 +159,21 @@ pub fn timestamp_at(doc: &Value, pointer: &str, format: TimestampFormat) -> Resu
 pub fn quality_at(doc: &Value, pointer: &str, good_values: &[String]) -> Quality {
     let text = match doc.pointer(pointer) {
         None => return Quality::Good,
-        Some(Value::Bool(b)) => return if *b { Quality::Good } else { Quality::SensorFault },
+        Some(Value::Bool(b)) => {
+            return if *b {
+                Quality::Good
+            } else {
+                Quality::SensorFault
+            };
+        }
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         Some(_) => return Quality::SensorFault,
     };
-    if good_values.iter().any(|g| g.eq_ignore_ascii_case(text.trim())) {
+    if good_values
+        .iter()
+        .any(|g| g.eq_ignore_ascii_case(text.trim()))
+    {
         return Quality::Good;
     }
     match text.trim().to_ascii_lowercase().as_str() {
@@ -163,14 +191,28 @@ pub fn rfc3339_millis(s: &str) -> Option<Millis> {
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = s.get(r)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) { part.parse().ok() } else { None }
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
     };
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut i = 19;
@@ -225,7 +267,9 @@ mod tests {
 
     #[test]
     fn json_fields() {
-        let doc = parse_json(br#"{"nh3": 12.5, "s": "7", "on": true, "n": null, "o": {}, "a": [1, 2]}"#).unwrap();
+        let doc =
+            parse_json(br#"{"nh3": 12.5, "s": "7", "on": true, "n": null, "o": {}, "a": [1, 2]}"#)
+                .unwrap();
         assert_eq!(number_at(&doc, "/nh3"), Ok(12.5));
         assert_eq!(number_at(&doc, "/s"), Ok(7.0));
         assert_eq!(number_at(&doc, "/on"), Ok(1.0));
@@ -256,23 +300,51 @@ mod tests {
     fn timestamps() {
         let doc = json!({"s": 1_763_800_000, "ms": 1_763_800_000_123_i64, "t": "2025-11-22T08:26:40.123Z",
             "tz": "2025-11-22T16:26:40+08:00", "bad": "yesterday", "old": 5});
-        assert_eq!(timestamp_at(&doc, "/s", TimestampFormat::Auto), Ok(1_763_800_000_000));
-        assert_eq!(timestamp_at(&doc, "/ms", TimestampFormat::Auto), Ok(1_763_800_000_123));
-        assert_eq!(timestamp_at(&doc, "/s", TimestampFormat::EpochS), Ok(1_763_800_000_000));
-        assert_eq!(timestamp_at(&doc, "/t", TimestampFormat::Auto), Ok(1_763_800_000_123));
-        assert_eq!(timestamp_at(&doc, "/tz", TimestampFormat::Rfc3339), Ok(1_763_800_000_000));
-        assert_eq!(timestamp_at(&doc, "/bad", TimestampFormat::Auto), Err(BadPayload::BadTimestamp));
-        assert_eq!(timestamp_at(&doc, "/old", TimestampFormat::Auto), Err(BadPayload::BadTimestamp));
-        assert_eq!(timestamp_at(&doc, "/t", TimestampFormat::EpochMs), Err(BadPayload::BadTimestamp));
+        assert_eq!(
+            timestamp_at(&doc, "/s", TimestampFormat::Auto),
+            Ok(1_763_800_000_000)
+        );
+        assert_eq!(
+            timestamp_at(&doc, "/ms", TimestampFormat::Auto),
+            Ok(1_763_800_000_123)
+        );
+        assert_eq!(
+            timestamp_at(&doc, "/s", TimestampFormat::EpochS),
+            Ok(1_763_800_000_000)
+        );
+        assert_eq!(
+            timestamp_at(&doc, "/t", TimestampFormat::Auto),
+            Ok(1_763_800_000_123)
+        );
+        assert_eq!(
+            timestamp_at(&doc, "/tz", TimestampFormat::Rfc3339),
+            Ok(1_763_800_000_000)
+        );
+        assert_eq!(
+            timestamp_at(&doc, "/bad", TimestampFormat::Auto),
+            Err(BadPayload::BadTimestamp)
+        );
+        assert_eq!(
+            timestamp_at(&doc, "/old", TimestampFormat::Auto),
+            Err(BadPayload::BadTimestamp)
+        );
+        assert_eq!(
+            timestamp_at(&doc, "/t", TimestampFormat::EpochMs),
+            Err(BadPayload::BadTimestamp)
+        );
         assert_eq!(rfc3339_millis("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(rfc3339_millis("2000-03-01T00:00:00Z"), Some(951_868_800_000));
+        assert_eq!(
+            rfc3339_millis("2000-03-01T00:00:00Z"),
+            Some(951_868_800_000)
+        );
         assert_eq!(rfc3339_millis("2000-03-01T00:00:00"), None);
     }
 
     #[test]
     fn quality_field() {
         let good = vec!["ok".to_owned(), "0".to_owned()];
-        let doc = json!({"a": "OK", "b": 0, "c": "fault", "d": false, "e": "calibrating", "f": true});
+        let doc =
+            json!({"a": "OK", "b": 0, "c": "fault", "d": false, "e": "calibrating", "f": true});
         assert_eq!(quality_at(&doc, "/a", &good), Quality::Good);
         assert_eq!(quality_at(&doc, "/b", &good), Quality::Good);
         assert_eq!(quality_at(&doc, "/c", &good), Quality::SensorFault);

@@ -79,7 +79,9 @@ impl Template {
                 Level::Any
             } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!("{text:?}: {part:?} is not a placeholder such as {{point}}"));
+                    return Err(format!(
+                        "{text:?}: {part:?} is not a placeholder such as {{point}}"
+                    ));
                 }
                 if name == "point" {
                     points += 1;
@@ -99,7 +101,13 @@ impl Template {
         if points != 1 {
             return Err(format!("{text:?} must contain {{point}} exactly once"));
         }
-        Ok(Template { levels })
+        let template = Template { levels };
+        // What is subscribed is the filter, so a template is only as valid as its filter (a NUL
+        // or an over-long text would otherwise pass `sentinel check` and fail at subscribe).
+        if let Some(e) = filter_error(&template.filter()) {
+            return Err(format!("{text:?}: {e}"));
+        }
+        Ok(template)
     }
 
     /// The subscription filter equivalent to this template.
@@ -177,5 +185,7 @@ mod tests {
         assert!(Template::parse("a/{point}/{point}").is_err());
         assert!(Template::parse("a/x{point}").is_err());
         assert!(Template::parse("a/#/{point}").is_err());
+        // Found by fuzz/fuzz_targets/mqtt_payload.rs: the filter must be valid too.
+        assert!(Template::parse("pl\0ant/{device}/{point}").is_err());
     }
 }

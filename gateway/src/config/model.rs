@@ -115,18 +115,47 @@ pub struct Http {
     /// Address of the API and web console.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// PEM certificate chain: with `tls_key`, the server speaks HTTPS itself (for sites
+    /// without a reverse proxy).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// A plant-layout image (PNG, JPEG or SVG) the console draws the risk units on, at their
+    /// `x_pct`/`y_pct`. Read once at start.
+    #[serde(default)]
+    pub layout_image: Option<PathBuf>,
+    /// At most this many live-event streams (`/api/v1/events`) at once; more get 503.
+    #[serde(default = "default_max_event_streams")]
+    pub max_event_streams: usize,
+    /// A request (headers and body) must arrive within this time, and a handler must answer
+    /// within it (event streams excepted), or the connection is closed / 408 is answered.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
 }
 
 impl Default for Http {
     fn default() -> Self {
         Http {
             listen: default_listen(),
+            tls_cert: None,
+            tls_key: None,
+            layout_image: None,
+            max_event_streams: default_max_event_streams(),
+            request_timeout_secs: default_request_timeout_secs(),
         }
     }
 }
 
 fn default_listen() -> String {
     "127.0.0.1:8080".to_owned()
+}
+const fn default_max_event_streams() -> usize {
+    64
+}
+const fn default_request_timeout_secs() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]

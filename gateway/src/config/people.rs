@@ -52,6 +52,47 @@ pub struct EmailNotify {
     /// Longest wait between two delivery attempts.
     #[serde(default = "default_backoff_secs")]
     pub max_backoff_secs: u64,
+    /// The local time of contacts' `quiet_hours`, as minutes east of UTC (China: 480).
+    #[serde(default = "default_utc_offset_mins")]
+    pub utc_offset_mins: i32,
+}
+
+const fn default_utc_offset_mins() -> i32 {
+    480
+}
+
+/// Quiet hours as minutes of the local day: `(start, end)`; the window may wrap midnight.
+pub fn parse_quiet_hours(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once('-')?;
+    let minutes = |t: &str| {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (start, end) = (minutes(a)?, minutes(b)?);
+    (start != end).then_some((start, end))
+}
+
+/// When the quiet window around `now_ms` ends (ms), or `None` when `now_ms` is outside it.
+pub fn quiet_until(window: (u32, u32), utc_offset_mins: i32, now_ms: i64) -> Option<i64> {
+    const DAY: i64 = 86_400_000;
+    let local = now_ms + i64::from(utc_offset_mins) * 60_000;
+    let day_start = local.div_euclid(DAY) * DAY;
+    let minute = (local - day_start) / 60_000;
+    let (start, end) = (i64::from(window.0), i64::from(window.1));
+    let inside = if start < end {
+        minute >= start && minute < end
+    } else {
+        minute >= start || minute < end
+    };
+    if !inside {
+        return None;
+    }
+    let mut end_local = day_start + end * 60_000;
+    if end_local <= local {
+        end_local += DAY;
+    }
+    Some(end_local - i64::from(utc_offset_mins) * 60_000)
 }
 
 const fn default_smtp_port() -> u16 {
@@ -84,6 +125,10 @@ pub struct Contact {
     /// Default: `notify.email.language`.
     #[serde(default)]
     pub language: Option<Language>,
+    /// `HH:MM-HH:MM` local time (`notify.email.utc_offset_mins`), e.g. `22:00-07:00`: notices
+    /// of low and medium alarms wait until it ends. Never applies to high or critical alarms.
+    #[serde(default)]
+    pub quiet_hours: Option<String>,
 }
 
 impl Contact {
@@ -115,6 +160,10 @@ pub struct Responsibility {
     /// While unacknowledged, the last tier is told again this often; 0 = once.
     #[serde(default)]
     pub repeat_secs: u64,
+    /// Notices of non-safety alarms (below high priority, not a second-level HH/LL alarm) to
+    /// one person on this chain are collected this long and sent as one message; 0 = at once.
+    #[serde(default)]
+    pub group_wait_secs: u64,
 }
 
 const fn default_min_priority() -> Priority {
@@ -199,7 +248,11 @@ pub struct Security {
 
 impl Default for Security {
     fn default() -> Self {
-        Security { tokens: Vec::new(), link_secret: None, link_ttl_secs: default_link_ttl_secs() }
+        Security {
+            tokens: Vec::new(),
+            link_secret: None,
+            link_ttl_secs: default_link_ttl_secs(),
+        }
     }
 }
 
@@ -230,7 +283,8 @@ pub(super) fn check(config: &super::Config, errors: &mut Vec<super::ConfigError>
 
     let short = |s: &str| {
         !s.is_empty()
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
     };
     if let Some(email) = &config.notify.email {
         let at = |f: &str| format!("notify.email.{f}");
@@ -238,7 +292,13 @@ pub(super) fn check(config: &super::Config, errors: &mut Vec<super::ConfigError>
             errors.push(err(at("host"), "must not be empty"));
         }
         if email.from.parse::<lettre::message::Mailbox>().is_err() {
-            errors.push(err(at("from"), format!("{:?} is not an address such as Sentinel <sentinel@example.com>", email.from)));
+            errors.push(err(
+                at("from"),
+                format!(
+                    "{:?} is not an address such as Sentinel <sentinel@example.com>",
+                    email.from
+                ),
+            ));
         }
         if email.password.is_some() && email.username.is_none() {
             errors.push(err(at("username"), "a password needs a username"));
@@ -253,20 +313,40 @@ pub(super) fn check(config: &super::Config, errors: &mut Vec<super::ConfigError>
     if let Some(url) = &config.notify.public_url {
         match reqwest::Url::parse(url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => errors.push(err("notify.public_url", format!("{url:?} is not an http(s) URL"))),
+            _ => errors.push(err(
+                "notify.public_url",
+                format!("{url:?} is not an http(s) URL"),
+            )),
         }
     }
     let mut contacts = HashSet::new();
     for (i, c) in config.contacts.iter().enumerate() {
         if !short(&c.name) {
-            errors.push(err(format!("contacts[{i}].name"), "must use only lowercase letters, digits, '-' and '_'"));
+            errors.push(err(
+                format!("contacts[{i}].name"),
+                "must use only lowercase letters, digits, '-' and '_'",
+            ));
         } else if !contacts.insert(c.name.as_str()) {
-            errors.push(err(format!("contacts[{i}].name"), format!("another contact is named {:?}", c.name)));
+            errors.push(err(
+                format!("contacts[{i}].name"),
+                format!("another contact is named {:?}", c.name),
+            ));
+        }
+        if let Some(q) = &c.quiet_hours
+            && parse_quiet_hours(q).is_none()
+        {
+            errors.push(err(
+                format!("contacts[{i}].quiet_hours"),
+                format!("{q:?} is not a window such as 22:00-07:00"),
+            ));
         }
         if let Some(addr) = &c.email
             && addr.parse::<lettre::Address>().is_err()
         {
-            errors.push(err(format!("contacts[{i}].email"), format!("{addr:?} is not an e-mail address")));
+            errors.push(err(
+                format!("contacts[{i}].email"),
+                format!("{addr:?} is not an e-mail address"),
+            ));
         }
     }
     let tags: HashSet<&str> = config.points.iter().map(|p| p.tag.as_str()).collect();
@@ -274,16 +354,28 @@ pub(super) fn check(config: &super::Config, errors: &mut Vec<super::ConfigError>
     for (i, r) in config.responsibility.iter().enumerate() {
         let at = |f: &str| format!("responsibility[{i}].{f}");
         if !short(&r.name) {
-            errors.push(err(at("name"), "must use only lowercase letters, digits, '-' and '_'"));
+            errors.push(err(
+                at("name"),
+                "must use only lowercase letters, digits, '-' and '_'",
+            ));
         } else if !chains.insert(r.name.as_str()) {
-            errors.push(err(at("name"), format!("another chain is named {:?}", r.name)));
+            errors.push(err(
+                at("name"),
+                format!("another chain is named {:?}", r.name),
+            ));
         }
         if r.points.is_empty() && r.areas.is_empty() {
-            errors.push(err(at("points"), "the chain covers nothing: name points or areas"));
+            errors.push(err(
+                at("points"),
+                "the chain covers nothing: name points or areas",
+            ));
         }
         for (j, tag) in r.points.iter().enumerate() {
             if !tags.contains(tag.as_str()) {
-                errors.push(err(at(&format!("points[{j}]")), format!("no point has tag {tag:?}")));
+                errors.push(err(
+                    at(&format!("points[{j}]")),
+                    format!("no point has tag {tag:?}"),
+                ));
             }
         }
         if r.tiers.is_empty() {
@@ -292,17 +384,26 @@ pub(super) fn check(config: &super::Config, errors: &mut Vec<super::ConfigError>
         let mut previous = 0;
         for (j, tier) in r.tiers.iter().enumerate() {
             if tier.contacts.is_empty() {
-                errors.push(err(at(&format!("tiers[{j}].contacts")), "must name at least one contact"));
+                errors.push(err(
+                    at(&format!("tiers[{j}].contacts")),
+                    "must name at least one contact",
+                ));
             }
             for name in &tier.contacts {
                 if !config.contacts.iter().any(|c| &c.name == name) {
-                    errors.push(err(at(&format!("tiers[{j}].contacts")), format!("no contact is named {name:?}")));
+                    errors.push(err(
+                        at(&format!("tiers[{j}].contacts")),
+                        format!("no contact is named {name:?}"),
+                    ));
                 }
             }
             if tier.after_secs < previous {
                 errors.push(err(
                     at(&format!("tiers[{j}].after_secs")),
-                    format!("{} is before the previous tier's {previous}: tiers are in order", tier.after_secs),
+                    format!(
+                        "{} is before the previous tier's {previous}: tiers are in order",
+                        tier.after_secs
+                    ),
                 ));
             }
             previous = tier.after_secs;
@@ -311,7 +412,10 @@ pub(super) fn check(config: &super::Config, errors: &mut Vec<super::ConfigError>
     if let Some(hook) = &config.tickets.webhook
         && !config.notify.webhook.iter().any(|w| &w.name == hook)
     {
-        errors.push(err("tickets.webhook", format!("no notify.webhook is named {hook:?}")));
+        errors.push(err(
+            "tickets.webhook",
+            format!("no notify.webhook is named {hook:?}"),
+        ));
     }
     if config.tickets.overdue_check_secs == 0 {
         errors.push(err("tickets.overdue_check_secs", "must be at least 1"));
@@ -321,7 +425,10 @@ pub(super) fn check(config: &super::Config, errors: &mut Vec<super::ConfigError>
         match (&t.sha256, &t.token) {
             (Some(h), None) => {
                 if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
-                    errors.push(err(at("sha256"), "must be 64 hex digits (printf %s TOKEN | sha256sum)"));
+                    errors.push(err(
+                        at("sha256"),
+                        "must be 64 hex digits (printf %s TOKEN | sha256sum)",
+                    ));
                 }
             }
             (None, Some(tok)) => {
@@ -334,5 +441,27 @@ pub(super) fn check(config: &super::Config, errors: &mut Vec<super::ConfigError>
     }
     if config.security.link_ttl_secs == 0 {
         errors.push(err("security.link_ttl_secs", "must be at least 1"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_hours_wrap_midnight_in_local_time() {
+        let w = parse_quiet_hours("22:00-07:00").unwrap_or_else(|| panic!("valid"));
+        assert_eq!(w, (1320, 420));
+        let h = 3_600_000;
+        // 15:00 UTC is 23:00 in UTC+8: quiet until 07:00 local = 23:00 UTC.
+        assert_eq!(quiet_until(w, 480, 15 * h), Some(23 * h));
+        // 02:00 UTC is 10:00 local: not quiet.
+        assert_eq!(quiet_until(w, 480, 2 * h), None);
+        // 20:00 UTC is 04:00 local the next day: quiet until 23:00 UTC.
+        assert_eq!(quiet_until(w, 480, 20 * h), Some(23 * h));
+        assert!(parse_quiet_hours("25:00-07:00").is_none());
+        assert!(parse_quiet_hours("07:00-07:00").is_none());
+        let day = parse_quiet_hours("12:00-13:00").unwrap_or_else(|| panic!("valid"));
+        assert_eq!(quiet_until(day, 0, 12 * h + 1), Some(13 * h));
     }
 }

@@ -80,6 +80,15 @@ fn check_runtime(config: &Config, errors: &mut Vec<ConfigError>) {
             ),
         ));
     }
+    if config.http.tls_cert.is_some() != config.http.tls_key.is_some() {
+        errors.push(err("http.tls_cert", "tls_cert and tls_key go together: give both or neither"));
+    }
+    if !(1..=10_000).contains(&config.http.max_event_streams) {
+        errors.push(err("http.max_event_streams", "must be within 1..=10000"));
+    }
+    if !(1..=3_600).contains(&config.http.request_timeout_secs) {
+        errors.push(err("http.request_timeout_secs", "must be within 1..=3600"));
+    }
     if config.engine.channel_capacity < 16 {
         errors.push(err("engine.channel_capacity", "must be at least 16"));
     }

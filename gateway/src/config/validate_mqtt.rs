@@ -8,12 +8,19 @@ use super::model::{Device, MqttDevice, MqttNotify, Point};
 
 const DAY_MS: u64 = 86_400_000;
 
-pub(super) fn check_device(d: &MqttDevice, at: &dyn Fn(&str) -> String, errors: &mut Vec<ConfigError>) {
+pub(super) fn check_device(
+    d: &MqttDevice,
+    at: &dyn Fn(&str) -> String,
+    errors: &mut Vec<ConfigError>,
+) {
     for (field, message) in d.broker.errors() {
         errors.push(err(at(&format!("broker.{field}")), message));
     }
     if d.topics.is_empty() && d.topic_template.is_none() {
-        errors.push(err(at("topics"), "name at least one topic filter, or a topic_template"));
+        errors.push(err(
+            at("topics"),
+            "name at least one topic filter, or a topic_template",
+        ));
     }
     for (j, filter) in d.topics.iter().enumerate() {
         if let Some(e) = topic::filter_error(filter) {
@@ -28,13 +35,25 @@ pub(super) fn check_device(d: &MqttDevice, at: &dyn Fn(&str) -> String, errors: 
     if d.qos > 1 {
         errors.push(err(at("qos"), "must be 0 or 1"));
     }
-    for (field, ptr) in [("timestamp_pointer", &d.timestamp_pointer), ("quality_pointer", &d.quality_pointer)] {
+    for (field, ptr) in [
+        ("timestamp_pointer", &d.timestamp_pointer),
+        ("quality_pointer", &d.quality_pointer),
+    ] {
         if let Some(e) = ptr.as_deref().and_then(payload::pointer_error) {
             errors.push(err(at(field), e));
         }
     }
     if d.max_payload_bytes == 0 || d.max_payload_bytes > d.broker.max_packet_bytes {
-        errors.push(err(at("max_payload_bytes"), "must be within 1..=broker.max_packet_bytes"));
+        errors.push(err(
+            at("max_payload_bytes"),
+            "must be within 1..=broker.max_packet_bytes",
+        ));
+    }
+    if d.broker.mqtt_version == 5 && !d.broker.clean_session.unwrap_or(false) && d.broker.session_expiry_secs == 0 {
+        errors.push(err(
+            at("broker.session_expiry_secs"),
+            "0 ends an MQTT 5 session at every disconnect, so messages sent while Sentinel is away are lost; set clean_session = true if that is meant",
+        ));
     }
     if d.comm_loss_after_secs == 0 {
         errors.push(err(at("comm_loss_after_secs"), "must be at least 1"));
@@ -50,7 +69,10 @@ pub(super) fn check_point(
     if let Some(ms) = point.data_interruption_after_ms
         && !(100..=7 * DAY_MS).contains(&ms)
     {
-        errors.push(err(at("data_interruption_after_ms"), "must be within 100..=604800000 (a week)"));
+        errors.push(err(
+            at("data_interruption_after_ms"),
+            "must be within 100..=604800000 (a week)",
+        ));
     }
     let mqtt_fields = [
         ("topic", point.topic.is_some()),
@@ -62,20 +84,37 @@ pub(super) fn check_point(
         None => {}
         Some(Device::Mqtt(d)) => {
             if point.register.is_some() {
-                errors.push(err(at("register"), format!("device {:?} is an MQTT device: use topic/json_pointer", d.name)));
+                errors.push(err(
+                    at("register"),
+                    format!(
+                        "device {:?} is an MQTT device: use topic/json_pointer",
+                        d.name
+                    ),
+                ));
             }
             if let Some(filter) = &point.topic
                 && let Some(e) = topic::filter_error(filter)
             {
                 errors.push(err(at("topic"), e));
             }
-            if let Some(e) = point.json_pointer.as_deref().and_then(payload::pointer_error) {
+            if let Some(e) = point
+                .json_pointer
+                .as_deref()
+                .and_then(payload::pointer_error)
+            {
                 errors.push(err(at("json_pointer"), e));
             }
             if point.topic_point.is_some() && d.topic_template.is_none() {
-                errors.push(err(at("topic_point"), format!("device {:?} has no topic_template", d.name)));
+                errors.push(err(
+                    at("topic_point"),
+                    format!("device {:?} has no topic_template", d.name),
+                ));
             }
-            if point.topic.is_none() && d.topic_template.is_none() && d.topics.len() > 1 && point.json_pointer.is_none() {
+            if point.topic.is_none()
+                && d.topic_template.is_none()
+                && d.topics.len() > 1
+                && point.json_pointer.is_none()
+            {
                 errors.push(err(
                     at("topic"),
                     "a plain-number point of a device with several topics needs its own topic (or a json_pointer)",
@@ -105,8 +144,14 @@ pub(super) fn check_notify(n: &MqttNotify, errors: &mut Vec<ConfigError>) {
     for (field, message) in n.broker.errors() {
         errors.push(err(at(&format!("broker.{field}")), message));
     }
-    if n.topic_prefix.is_empty() || n.topic_prefix.contains(['+', '#']) || n.topic_prefix.ends_with('/') {
-        errors.push(err(at("topic_prefix"), "must be a topic without wildcards or a trailing '/'"));
+    if n.topic_prefix.is_empty()
+        || n.topic_prefix.contains(['+', '#'])
+        || n.topic_prefix.ends_with('/')
+    {
+        errors.push(err(
+            at("topic_prefix"),
+            "must be a topic without wildcards or a trailing '/'",
+        ));
     }
     if !(100..=600_000).contains(&n.puback_timeout_ms) {
         errors.push(err(at("puback_timeout_ms"), "must be within 100..=600000"));
