@@ -8,7 +8,9 @@
 # 3. Starts a private MQTT broker, VictoriaMetrics and an SMTP sink on free
 #    loopback ports, state under tests/.run/ (wiped at every start).
 # 4. Exports SENTINEL_TEST_* for the tests, builds the workspace and runs
-#    `cargo test --workspace --all-targets`, then sources tests/extra.sh if it
+#    `cargo test --workspace --all-targets`, then tests/fuzz.sh (bounded
+#    fuzzing) and tests/deny.sh (cargo-deny), either failing the run, then
+#    sources tests/extra.sh if it
 #    exists (with $SENTINEL_TEST_RC set to the cargo test exit code; a failing
 #    command there ends the run at once, or it can set SENTINEL_TEST_RC to a
 #    non-zero value to fail the run after finishing its own steps).
@@ -347,10 +349,10 @@ set +e
 cargo test --workspace --all-targets "${locked[@]}" "$@"
 SENTINEL_TEST_RC=$?
 set -e
-bash "$ROOT/tests/fuzz.sh" || { log "tests/fuzz.sh failed"; SENTINEL_TEST_RC=1; }
-bash "$ROOT/tests/deny.sh" || { log "tests/deny.sh failed"; SENTINEL_TEST_RC=1; }
 export SENTINEL_TEST_RC
 section "cargo test finished, exit code $SENTINEL_TEST_RC"
+bash "$ROOT/tests/fuzz.sh" || { log "tests/fuzz.sh failed"; SENTINEL_TEST_RC=1; }
+bash "$ROOT/tests/deny.sh" || { log "tests/deny.sh failed"; SENTINEL_TEST_RC=1; }
 
 if [ -f "$TESTS_DIR/extra.sh" ]; then
     section "tests/extra.sh"

@@ -230,18 +230,65 @@ impl Metrics {
 
     fn render_sinks(&self, out: &mut String) {
         let s = &self.sinks;
-        let one = |out: &mut String, name: &str, help: &str, kind: &str, label: &str, c: &LabelledCounter| {
+        let one = |out: &mut String,
+                   name: &str,
+                   help: &str,
+                   kind: &str,
+                   label: &str,
+                   c: &LabelledCounter| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for ((a, _), v) in c.snapshot() {
                 let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", escape(&a));
             }
         };
-        one(out, "sentinel_sink_points_sent_total", "Points accepted by an upstream sink.", "counter", "sink", &s.points_sent);
-        labelled(out, "sentinel_sink_requests_total", "Upstream write requests by sink and outcome.", "counter", ["sink", "outcome"], &s.requests);
-        one(out, "sentinel_sink_backlog_points", "Stored readings not yet forwarded, by sink.", "gauge", "sink", &s.backlog);
-        one(out, "sentinel_sink_failing", "1 while a sink's last write attempt failed.", "gauge", "sink", &s.failing);
-        one(out, "sentinel_sink_dead_letter_points_total", "Points refused upstream and kept in the dead-letter table.", "counter", "sink", &s.dead_letter_points);
-        one(out, "sentinel_readings_dropped_total", "Readings the store gave up, by reason.", "counter", "reason", &s.readings_dropped);
+        one(
+            out,
+            "sentinel_sink_points_sent_total",
+            "Points accepted by an upstream sink.",
+            "counter",
+            "sink",
+            &s.points_sent,
+        );
+        labelled(
+            out,
+            "sentinel_sink_requests_total",
+            "Upstream write requests by sink and outcome.",
+            "counter",
+            ["sink", "outcome"],
+            &s.requests,
+        );
+        one(
+            out,
+            "sentinel_sink_backlog_points",
+            "Stored readings not yet forwarded, by sink.",
+            "gauge",
+            "sink",
+            &s.backlog,
+        );
+        one(
+            out,
+            "sentinel_sink_failing",
+            "1 while a sink's last write attempt failed.",
+            "gauge",
+            "sink",
+            &s.failing,
+        );
+        one(
+            out,
+            "sentinel_sink_dead_letter_points_total",
+            "Points refused upstream and kept in the dead-letter table.",
+            "counter",
+            "sink",
+            &s.dead_letter_points,
+        );
+        one(
+            out,
+            "sentinel_readings_dropped_total",
+            "Readings the store gave up, by reason.",
+            "counter",
+            "reason",
+            &s.readings_dropped,
+        );
         let _ = writeln!(
             out,
             "# HELP sentinel_store_over_budget 1 while the store is over its disk budget.\n# TYPE sentinel_store_over_budget gauge\nsentinel_store_over_budget {}\n# HELP sentinel_store_used_bytes Bytes used by the store's live pages.\n# TYPE sentinel_store_used_bytes gauge\nsentinel_store_used_bytes {}",

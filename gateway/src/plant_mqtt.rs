@@ -9,7 +9,10 @@ use crate::config::{MqttDevice, Point, Site};
 
 pub fn settings(site: &Site, id: DeviceId, d: &MqttDevice, points: &[Point]) -> MqttDeviceSettings {
     // Validation has accepted the template already; a failure here only disables it.
-    let template = d.topic_template.as_deref().and_then(|t| Template::parse(t).ok());
+    let template = d
+        .topic_template
+        .as_deref()
+        .and_then(|t| Template::parse(t).ok());
     let mut filters = d.topics.clone();
     if let Some(t) = &template {
         filters.push(t.filter());
@@ -21,7 +24,9 @@ pub fn settings(site: &Site, id: DeviceId, d: &MqttDevice, points: &[Point]) -> 
         .map(|(j, p)| MqttPoint {
             id: PointId(j as u32),
             topic: p.topic.clone(),
-            key: template.as_ref().map(|_| p.topic_point.clone().unwrap_or_else(|| p.tag.clone())),
+            key: template
+                .as_ref()
+                .map(|_| p.topic_point.clone().unwrap_or_else(|| p.tag.clone())),
             json_pointer: p.json_pointer.clone(),
             stale_after: p.stale_after_ms.map(Duration::from_millis),
         })
@@ -29,7 +34,9 @@ pub fn settings(site: &Site, id: DeviceId, d: &MqttDevice, points: &[Point]) -> 
     // A point's own topic must be subscribed to as well.
     for p in &points {
         if let Some(t) = &p.topic
-            && !filters.iter().any(|f| drivers::mqtt::topic::matches(f, t) || f == t)
+            && !filters
+                .iter()
+                .any(|f| drivers::mqtt::topic::matches(f, t) || f == t)
         {
             filters.push(t.clone());
         }
@@ -39,9 +46,15 @@ pub fn settings(site: &Site, id: DeviceId, d: &MqttDevice, points: &[Point]) -> 
         name: d.name.clone(),
         broker: d.broker.clone(),
         // Stable across restarts, so the broker finds the persistent session again.
-        client_id: d.broker.client_id_or(&format!("sentinel-{}-{}", site.id, d.name)),
+        client_id: d
+            .broker
+            .client_id_or(&format!("sentinel-{}-{}", site.id, d.name)),
         clean_session: d.broker.clean_session.unwrap_or(false),
-        qos: if d.qos == 0 { Qos::AtMostOnce } else { Qos::AtLeastOnce },
+        qos: if d.qos == 0 {
+            Qos::AtMostOnce
+        } else {
+            Qos::AtLeastOnce
+        },
         filters,
         template,
         timestamp_pointer: d.timestamp_pointer.clone(),

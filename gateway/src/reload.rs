@@ -42,6 +42,10 @@ pub fn prepare(path: &Path, running: &Config) -> Result<Config, String> {
         ("engine.channel_capacity", running.engine.channel_capacity != next.engine.channel_capacity),
         ("notify", format!("{:?}", running.notify) != format!("{:?}", next.notify)),
         ("upstream", format!("{:?}", running.upstream) != format!("{:?}", next.upstream)),
+        ("contacts", format!("{:?}", running.contacts) != format!("{:?}", next.contacts)),
+        ("responsibility", format!("{:?}", running.responsibility) != format!("{:?}", next.responsibility)),
+        ("tickets", format!("{:?}", running.tickets) != format!("{:?}", next.tickets)),
+        ("security", format!("{:?}", running.security) != format!("{:?}", next.security)),
     ];
     for (section, changed) in restart_only {
         if changed {

@@ -54,6 +54,13 @@ pub async fn run(
     let open = store::open_alarms(&conn).context("reading open alarms from the store")?;
     let next_id = store::next_alarm_id(&conn).context("reading alarm ids from the store")?;
     let journal_head = store::journal_head(&conn).context("reading the journal head")?;
+    let sinks: Vec<&str> = config
+        .upstream
+        .influxdb
+        .iter()
+        .map(|_| crate::sink::influx::SINK_NAME)
+        .collect();
+    store::set_sinks(&conn, &sinks).context("registering upstream sinks in the store")?;
     let mut engine = Engine::new(plant.engine_config(), next_id);
     let restored = open.len();
     let orphans = engine.restore(open);

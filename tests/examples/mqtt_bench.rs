@@ -11,7 +11,10 @@
 //! topic, and waits until every point is committed to the store
 //! (`sentinel_readings_stored_total`). Prints messages/s, points/s, sentinel's CPU time (from
 //! /proc/PID/stat) and its peak RSS (VmHWM).
-#![allow(clippy::unwrap_used)] // a benchmark tool: a panic is a failed run
+#![allow(clippy::unwrap_used)]
+// a benchmark tool: a panic is a failed run
+// A synchronous command-line tool with no async runtime: blocking sleeps are what it needs.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -19,11 +22,18 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn arg(i: usize, default: u64) -> u64 {
-    std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default)
+    std::env::args()
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_port(port: u16) {
@@ -35,10 +45,17 @@ fn wait_port(port: u16) {
 }
 
 fn metric(addr: &str, sample: &str) -> Option<f64> {
-    let out = Command::new("curl").args(["-fsS", &format!("http://{addr}/metrics")]).output().ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+    let out = Command::new("curl")
+        .args(["-fsS", &format!("http://{addr}/metrics")])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// utime + stime of a process, in seconds.
@@ -53,7 +70,14 @@ fn cpu_secs(pid: u32) -> f64 {
 fn status_kb(pid: u32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
-        .find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
@@ -65,7 +89,10 @@ fn main() {
     let cpu = arg(5, 0);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let bin = root.join("target/release/sentinel");
-    assert!(bin.exists(), "build it first: cargo build --release -p sentinel-gateway");
+    assert!(
+        bin.exists(),
+        "build it first: cargo build --release -p sentinel-gateway"
+    );
     let dir = tempfile::tempdir().unwrap();
 
     let mqtt_port = free_port();
@@ -151,7 +178,9 @@ max_payload_bytes = 65536
         let path = dir.path().join(format!("t{t}.txt"));
         let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
         for m in 0..per_topic {
-            let fields: Vec<String> = (0..per_message).map(|p| format!("\"p{p}\":{}.{}", (m + p) % 1000, m % 10)).collect();
+            let fields: Vec<String> = (0..per_message)
+                .map(|p| format!("\"p{p}\":{}.{}", (m + p) % 1000, m % 10))
+                .collect();
             writeln!(f, "{{{}}}", fields.join(",")).unwrap();
         }
         f.flush().unwrap();
@@ -167,7 +196,15 @@ max_payload_bytes = 65536
         .map(|(t, path)| {
             Command::new("taskset")
                 .args(["-c", &((cpu + 1) % 2).to_string()])
-                .args(["mosquitto_pub", "-h", "127.0.0.1", "-p", &mqtt_port.to_string(), "-q", &qos.to_string()])
+                .args([
+                    "mosquitto_pub",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &mqtt_port.to_string(),
+                    "-q",
+                    &qos.to_string(),
+                ])
                 .args(["-t", &format!("bench/t{t}"), "-l"])
                 .stdin(std::fs::File::open(path).unwrap())
                 .spawn()
@@ -188,8 +225,22 @@ max_payload_bytes = 65536
         if stored != last {
             last = stored;
             last_change = Instant::now();
-        } else if last_change.elapsed() > Duration::from_secs(5) {
+        } else if last_change.elapsed() > Duration::from_secs(20) {
             eprintln!("stalled at {} of {total_points} points", stored - stored0);
+            for m in [
+                "sentinel_mqtt_acks_waiting",
+                "sentinel_mqtt_connection_errors_total",
+                "sentinel_mqtt_messages_total",
+            ] {
+                eprintln!(
+                    "{m} {:?}",
+                    metric(&addr, &format!("{m}{{device=\"bench\"}}"))
+                );
+            }
+            eprintln!(
+                "{}",
+                std::fs::read_to_string(dir.path().join("sentinel.log")).unwrap_or_default()
+            );
             break last_change.duration_since(start);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -198,7 +249,12 @@ max_payload_bytes = 65536
     let stored = metric(&addr, "sentinel_readings_stored_total").unwrap_or(0.0) - stored0;
     let bad: f64 = ["not_json", "missing_field", "unmapped"]
         .iter()
-        .filter_map(|r| metric(&addr, &format!("sentinel_mqtt_bad_payloads_total{{device=\"bench\",reason=\"{r}\"}}")))
+        .filter_map(|r| {
+            metric(
+                &addr,
+                &format!("sentinel_mqtt_bad_payloads_total{{device=\"bench\",reason=\"{r}\"}}"),
+            )
+        })
         .sum();
     let secs = done_at.as_secs_f64();
     println!("messages           {}", per_topic * topics);
@@ -208,11 +264,23 @@ max_payload_bytes = 65536
     println!("all stored after   {secs:.2} s");
     println!("points stored      {stored}");
     println!("bad payloads       {bad}");
-    println!("messages/s         {:.0}", (per_topic * topics) as f64 / secs);
+    println!(
+        "messages/s         {:.0}",
+        (per_topic * topics) as f64 / secs
+    );
     println!("points/s           {:.0}", stored / secs);
-    println!("sentinel CPU       {cpu_used:.2} s ({:.0} % of one core)", 100.0 * cpu_used / secs);
-    println!("sentinel RSS       {} MiB now, {} MiB peak", status_kb(pid, "VmRSS:") / 1024, status_kb(pid, "VmHWM:") / 1024);
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    println!(
+        "sentinel CPU       {cpu_used:.2} s ({:.0} % of one core)",
+        100.0 * cpu_used / secs
+    );
+    println!(
+        "sentinel RSS       {} MiB now, {} MiB peak",
+        status_kb(pid, "VmRSS:") / 1024,
+        status_kb(pid, "VmHWM:") / 1024
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let _ = sentinel.wait();
     let _ = broker.kill();
     let _ = broker.wait();

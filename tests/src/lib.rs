@@ -35,6 +35,10 @@ pub fn service(var: &str) -> Option<String> {
 
 /// The `sentinel` binary built from this workspace.
 pub fn sentinel_bin() -> PathBuf {
+    // Benchmarks run a release build: SENTINEL_BIN=target/release/sentinel.
+    if let Some(bin) = std::env::var_os("SENTINEL_BIN") {
+        return PathBuf::from(bin);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));

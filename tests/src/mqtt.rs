@@ -18,7 +18,10 @@ pub fn shared_broker() -> Option<(String, u16)> {
 
 /// A unique suffix for topics and client ids, so tests sharing a broker never meet.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
@@ -36,7 +39,10 @@ impl Mosquitto {
         let bin = service("SENTINEL_TEST_MOSQUITTO_BIN")?;
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let user = std::process::Command::new("id").arg("-un").output().unwrap();
+        let user = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
         let user = String::from_utf8_lossy(&user.stdout).trim().to_owned();
         let extra = extra.replace("{dir}", &dir.path().display().to_string());
         let conf = format!(
@@ -44,13 +50,22 @@ impl Mosquitto {
             dir.path().display()
         );
         std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
-        let mut m = Mosquitto { child: None, bin, port, dir };
+        let mut m = Mosquitto {
+            child: None,
+            bin,
+            port,
+            dir,
+        };
         m.launch().await;
         Some(m)
     }
 
     async fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("mosquitto.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("mosquitto.log"))
+            .unwrap();
         let child = Command::new(&self.bin)
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
@@ -61,9 +76,16 @@ impl Mosquitto {
             .unwrap();
         self.child = Some(child);
         let port = self.port;
-        wait_for("mosquitto to listen", Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
-        })
+        wait_for(
+            "mosquitto to listen",
+            Duration::from_secs(10),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(drop)
+            },
+        )
         .await;
     }
 
@@ -71,8 +93,13 @@ impl Mosquitto {
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = child.id().unwrap();
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-            if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
                 let _ = child.kill().await;
             }
         }
@@ -89,30 +116,66 @@ impl Mosquitto {
 }
 
 /// `mosquitto_pub` with the payload on stdin (binary-safe). Panics when it fails.
-pub async fn publish(port: u16, topic: &str, payload: &[u8], qos: u8, retain: bool, extra: &[&str]) {
+pub async fn publish(
+    port: u16,
+    topic: &str,
+    payload: &[u8],
+    qos: u8,
+    retain: bool,
+    extra: &[&str],
+) {
     use tokio::io::AsyncWriteExt;
     let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-q", &qos.to_string(), "-s"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-t",
+        topic,
+        "-q",
+        &qos.to_string(),
+        "-s",
+    ])
+    .args(extra)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     if retain {
         cmd.arg("-r");
     }
-    let mut child = cmd.spawn().expect("mosquitto_pub (package mosquitto-clients)");
+    let mut child = cmd
+        .spawn()
+        .expect("mosquitto_pub (package mosquitto-clients)");
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(payload).await.unwrap();
     drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
-    assert!(out.status.success(), "mosquitto_pub to {topic} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_pub to {topic} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// One message per line of `lines` (`mosquitto_pub -l`): fast for floods.
 pub async fn publish_lines(port: u16, topic: &str, lines: &str, qos: u8) {
     use tokio::io::AsyncWriteExt;
     let mut child = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-q", &qos.to_string(), "-l"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-q",
+            &qos.to_string(),
+            "-l",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -121,8 +184,15 @@ pub async fn publish_lines(port: u16, topic: &str, lines: &str, qos: u8) {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(lines.as_bytes()).await.unwrap();
     drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap();
-    assert!(out.status.success(), "mosquitto_pub -l failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_pub -l failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A subscriber running in the background (`mosquitto_sub -v`): one `topic payload` per line.
@@ -135,7 +205,17 @@ impl Subscriber {
     pub async fn start(port: u16, topic: &str, extra: &[&str]) -> Subscriber {
         use tokio::io::{AsyncBufReadExt, BufReader};
         let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-v", "-q", "1"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                topic,
+                "-v",
+                "-q",
+                "1",
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -160,7 +240,12 @@ impl Subscriber {
     }
 
     /// Wait for a line whose payload satisfies `f`, returning the payload parsed as JSON.
-    pub async fn wait_json(&self, what: &str, timeout: Duration, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn wait_json(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         wait_for(what, timeout, || {
             let found = self.lines().iter().find_map(|l| {
                 let (_, payload) = l.split_once(' ')?;
@@ -180,7 +265,19 @@ impl Subscriber {
 /// The retained message at `topic`, if any, within `timeout_secs`.
 pub async fn retained(port: u16, topic: &str, extra: &[&str]) -> Option<String> {
     let out = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-C", "1", "-W", "3", "--retained-only"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-C",
+            "1",
+            "-W",
+            "3",
+            "--retained-only",
+        ])
         .args(extra)
         .output()
         .await
@@ -201,22 +298,77 @@ pub struct Certs {
 /// Made with the `openssl` command; `None` (test skipped) when it is missing.
 pub fn make_certs(dir: &Path) -> Option<Certs> {
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output();
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output();
         match out {
             Ok(o) if o.status.success() => Some(()),
-            Ok(o) => panic!("openssl {args:?} failed: {}", String::from_utf8_lossy(&o.stderr)),
+            Ok(o) => panic!(
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
             Err(_) => None,
         }
     };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=sentinel-test-ca"]].concat())?;
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sentinel-test-ca",
+        ],
+    ]
+    .concat())?;
     std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-    std::fs::write(dir.join("client.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n").unwrap();
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
     for who in ["server", "client"] {
-        run(&[&["req"][..], &ec, &["-keyout", &format!("{who}.key"), "-out", &format!("{who}.csr"), "-subj", &format!("/CN=sentinel-test-{who}")]].concat())?;
         run(&[
-            "x509", "-req", "-in", &format!("{who}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", &format!("{who}.pem"), "-days", "2", "-extfile", &format!("{who}.ext"),
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                &format!("{who}.key"),
+                "-out",
+                &format!("{who}.csr"),
+                "-subj",
+                &format!("/CN=sentinel-test-{who}"),
+            ],
+        ]
+        .concat())?;
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{who}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{who}.ext"),
         ])?;
     }
     Some(Certs {
@@ -237,7 +389,11 @@ impl Sentinel {
         let config_path = dir.path().join("sentinel.toml");
         std::fs::write(&config_path, config).unwrap();
         let ready = dir.path().join("ready");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("sentinel.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("sentinel.log"))
+            .unwrap();
         let child = Command::new(crate::sentinel_bin())
             .args(["run", "-c"])
             .arg(&config_path)
@@ -253,15 +409,19 @@ impl Sentinel {
             .unwrap();
         let addr = wait_for("sentinel to listen", Duration::from_secs(30), || {
             let ready = ready.clone();
-            async move { std::fs::read_to_string(&ready).ok().and_then(|s| s.trim().parse().ok()) }
+            async move {
+                std::fs::read_to_string(&ready)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+            }
         })
         .await;
-        Sentinel { child, addr, dir, http: reqwest::Client::new() }
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        Sentinel {
+            child,
+            addr,
+            dir,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// A point as `/api/v1/points` shows it.

@@ -133,6 +133,10 @@ impl Hub {
         Hub { child, addr, http: reqwest::Client::new(), _dir: dir }
     }
 
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("hub.log")).unwrap_or_default()
+    }
+
     async fn get(&self, path: &str) -> Option<Value> {
         self.http.get(format!("http://{}{path}", self.addr)).send().await.ok()?.json().await.ok()
     }
@@ -205,11 +209,23 @@ async fn hub_follows_three_gateways_through_changes_kills_and_outages() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     broker.restart().await;
-    let arrived = wait_for("site-1's alarm at the hub after the outage", Duration::from_secs(30), || async {
-        let alarms = hub.get("/api/v1/alarms").await?;
-        alarms.as_array()?.iter().find(|a| a["site"] == "site-1" && a["level"] == "HH").cloned()
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let arrived = loop {
+        let found = hub.get("/api/v1/alarms").await.and_then(|alarms| {
+            alarms.as_array()?.iter().find(|a| a["site"] == "site-1" && a["level"] == "HH").cloned()
+        });
+        if let Some(a) = found {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "site-1's alarm did not reach the hub after the outage.\n--- gateway:\n{}\n--- hub:\n{}\n--- broker:\n{}",
+            gateways[0].log().lines().filter(|l| !l.contains("DEBUG")).collect::<Vec<_>>().join("\n"),
+            hub.log(),
+            broker.log().lines().rev().take(60).collect::<Vec<_>>().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(arrived["transition"], "raised");
 
     let mut hub = hub;

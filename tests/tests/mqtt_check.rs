@@ -1,5 +1,6 @@
 //! `sentinel check` on MQTT settings: everything the client library would panic on, and every
 //! mapping mistake, is reported with its path before the daemon starts.
+#![allow(clippy::unwrap_used)] // tests: a panic is a failed test
 
 use std::process::Command;
 
@@ -9,8 +10,15 @@ fn check(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(sentinel_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(sentinel_bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 const SITE: &str = "[site]\nid = \"s\"\nname = \"S\"\n";
@@ -105,7 +113,10 @@ topic_prefix = "sentinel/#"
         "notify.mqtt.broker.keep_alive_secs",
         "notify.mqtt.topic_prefix",
     ] {
-        assert!(err.contains(&format!("{path}:")), "{path} not reported in:\n{err}");
+        assert!(
+            err.contains(&format!("{path}:")),
+            "{path} not reported in:\n{err}"
+        );
     }
 }
 

@@ -1,9 +1,12 @@
 //! MQTT end to end: the real binary against real Mosquitto brokers (the shared one from
 //! tests/run.sh, and private ones for restarts, TLS and passwords).
+#![allow(clippy::unwrap_used)] // tests: a panic is a failed test
 
 use std::time::Duration;
 
-use sentinel_tests::mqtt::{self, Mosquitto, Subscriber, make_certs, publish, publish_lines, shared_broker, unique};
+use sentinel_tests::mqtt::{
+    self, Mosquitto, Subscriber, make_certs, publish, publish_lines, shared_broker, unique,
+};
 use sentinel_tests::{Sentinel, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -33,14 +36,19 @@ async fn value_of(s: &Sentinel, tag: &str) -> Option<(f64, String)> {
 
 async fn wait_value(s: &Sentinel, tag: &str, want: f64) {
     wait_for(&format!("{tag} = {want}"), WAIT, || async {
-        value_of(s, tag).await.filter(|(v, q)| *v == want && q == "good").map(drop)
+        value_of(s, tag)
+            .await
+            .filter(|(v, q)| *v == want && q == "good")
+            .map(drop)
     })
     .await;
 }
 
 #[tokio::test]
 async fn mqtt_plain_json_and_template_mappings() {
-    let Some((_, port)) = shared_broker() else { return };
+    let Some((_, port)) = shared_broker() else {
+        return;
+    };
     let base = unique("map");
     let config = site(&format!(
         r#"
@@ -96,7 +104,10 @@ kind = "pressure"
     let s = Sentinel::start(&config).await;
     for device in ["plain", "json", "tmpl"] {
         wait_for(&format!("{device} connected"), WAIT, || async {
-            (s.metric(&format!("sentinel_mqtt_connected{{device=\"{device}\"}}")).await == Some(1.0)).then_some(())
+            (s.metric(&format!("sentinel_mqtt_connected{{device=\"{device}\"}}"))
+                .await
+                == Some(1.0))
+            .then_some(())
         })
         .await;
     }
@@ -107,31 +118,91 @@ kind = "pressure"
 
     let ts = 1_763_800_000_i64; // epoch seconds
     let body = format!(r#"{{"ts": {ts}, "status": "ok", "gas": {{"nh3": 7.25, "ch4": "3.5"}}}}"#);
-    publish(port, &format!("{base}/json/gw1"), body.as_bytes(), 1, false, &[]).await;
+    publish(
+        port,
+        &format!("{base}/json/gw1"),
+        body.as_bytes(),
+        1,
+        false,
+        &[],
+    )
+    .await;
     wait_value(&s, "NH3-2", 7.25).await;
     wait_value(&s, "CH4-2", 3.5).await;
-    let history = s.get(&format!("/api/v1/points/NH3-2/history?from_ms={}&to_ms={}", ts * 1000 - 1, ts * 1000 + 1)).await;
+    let history = s
+        .get(&format!(
+            "/api/v1/points/NH3-2/history?from_ms={}&to_ms={}",
+            ts * 1000 - 1,
+            ts * 1000 + 1
+        ))
+        .await;
     wait_for("the payload's timestamp in the store", WAIT, || async {
-        let h = s.get(&format!("/api/v1/points/NH3-2/history?from_ms={}&to_ms={}", ts * 1000 - 1, ts * 1000 + 1)).await;
-        (h.as_array().is_some_and(|a| a.iter().any(|r| r["ts_ms"] == ts * 1000))).then_some(())
+        let h = s
+            .get(&format!(
+                "/api/v1/points/NH3-2/history?from_ms={}&to_ms={}",
+                ts * 1000 - 1,
+                ts * 1000 + 1
+            ))
+            .await;
+        (h.as_array()
+            .is_some_and(|a| a.iter().any(|r| r["ts_ms"] == ts * 1000)))
+        .then_some(())
     })
     .await;
     drop(history);
     // A bad status field: the value arrives, with bad quality.
-    publish(port, &format!("{base}/json/gw1"), br#"{"ts": 1763800001, "status": "fault", "gas": {"nh3": 9, "ch4": 1}}"#, 1, false, &[]).await;
+    publish(
+        port,
+        &format!("{base}/json/gw1"),
+        br#"{"ts": 1763800001, "status": "fault", "gas": {"nh3": 9, "ch4": 1}}"#,
+        1,
+        false,
+        &[],
+    )
+    .await;
     wait_for("sensor_fault quality", WAIT, || async {
-        value_of(&s, "NH3-2").await.filter(|(_, q)| q == "sensor_fault").map(drop)
+        value_of(&s, "NH3-2")
+            .await
+            .filter(|(_, q)| q == "sensor_fault")
+            .map(drop)
     })
     .await;
 
-    publish(port, &format!("{base}/site/tank-farm/level-3"), b"4.75", 1, false, &[]).await;
-    publish(port, &format!("{base}/site/tank-farm/PT-3"), b"0.6", 0, false, &[]).await;
+    publish(
+        port,
+        &format!("{base}/site/tank-farm/level-3"),
+        b"4.75",
+        1,
+        false,
+        &[],
+    )
+    .await;
+    publish(
+        port,
+        &format!("{base}/site/tank-farm/PT-3"),
+        b"0.6",
+        0,
+        false,
+        &[],
+    )
+    .await;
     wait_value(&s, "LT-3", 4.75).await;
     wait_value(&s, "PT-3", 0.6).await;
     // A topic that names no point is counted, not guessed at.
-    publish(port, &format!("{base}/site/tank-farm/unknown"), b"1", 1, false, &[]).await;
+    publish(
+        port,
+        &format!("{base}/site/tank-farm/unknown"),
+        b"1",
+        1,
+        false,
+        &[],
+    )
+    .await;
     wait_for("unmapped counted", WAIT, || async {
-        (s.metric("sentinel_mqtt_bad_payloads_total{device=\"tmpl\",reason=\"unmapped\"}").await >= Some(1.0)).then_some(())
+        (s.metric("sentinel_mqtt_bad_payloads_total{device=\"tmpl\",reason=\"unmapped\"}")
+            .await
+            >= Some(1.0))
+        .then_some(())
     })
     .await;
     let (code, _) = s.terminate().await;
@@ -140,7 +211,9 @@ kind = "pressure"
 
 #[tokio::test]
 async fn mqtt_garbage_and_malformed_flood_leave_sentinel_running() {
-    let Some((_, port)) = shared_broker() else { return };
+    let Some((_, port)) = shared_broker() else {
+        return;
+    };
     let base = unique("flood");
     let config = site(&format!(
         r#"
@@ -171,7 +244,9 @@ json_pointer = "/v"
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // 1 MiB of bytes that are neither UTF-8 nor JSON.
-    let garbage: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 + 0x80) as u8 | 0x80).collect();
+    let garbage: Vec<u8> = (0..1024 * 1024)
+        .map(|i| (i * 7 + 0x80) as u8 | 0x80)
+        .collect();
     publish(port, &format!("{base}/json"), &garbage, 1, false, &[]).await;
     // 10,000 malformed messages: half not numbers, half broken or incomplete JSON.
     let mut plain = String::new();
@@ -190,26 +265,60 @@ json_pointer = "/v"
     }
     let started = std::time::Instant::now();
     let (plain_topic, json_topic) = (format!("{base}/plain"), format!("{base}/json"));
-    tokio::join!(publish_lines(port, &plain_topic, &plain, 0), publish_lines(port, &json_topic, &json, 0));
-    eprintln!("10,000 malformed messages published in {:?}", started.elapsed());
+    tokio::join!(
+        publish_lines(port, &plain_topic, &plain, 0),
+        publish_lines(port, &json_topic, &json, 0)
+    );
+    eprintln!(
+        "10,000 malformed messages published in {:?}",
+        started.elapsed()
+    );
     let bad = |reason: &'static str| {
         let s = &s;
-        async move { s.metric(&format!("sentinel_mqtt_bad_payloads_total{{device=\"flood\",reason=\"{reason}\"}}")).await.unwrap_or(0.0) }
+        async move {
+            s.metric(&format!(
+                "sentinel_mqtt_bad_payloads_total{{device=\"flood\",reason=\"{reason}\"}}"
+            ))
+            .await
+            .unwrap_or(0.0)
+        }
     };
-    wait_for("every malformed message counted", Duration::from_secs(30), || async {
-        let total = bad("not_finite").await + bad("not_a_number").await + bad("not_json").await + bad("missing_field").await;
-        (total >= 10_000.0).then_some(())
-    })
+    wait_for(
+        "every malformed message counted",
+        Duration::from_secs(30),
+        || async {
+            let total = bad("not_finite").await
+                + bad("not_a_number").await
+                + bad("not_json").await
+                + bad("missing_field").await;
+            (total >= 10_000.0).then_some(())
+        },
+    )
     .await;
     assert_eq!(bad("oversized").await, 1.0);
     assert!(bad("not_finite").await >= 3333.0);
     assert!(bad("missing_field").await >= 1666.0);
     assert!(s.is_running(), "sentinel died; log:\n{}", s.log());
     // Still ingesting, and nothing bad became a value.
-    publish(port, &format!("{base}/json"), br#"{"v": 42}"#, 1, false, &[]).await;
+    publish(
+        port,
+        &format!("{base}/json"),
+        br#"{"v": 42}"#,
+        1,
+        false,
+        &[],
+    )
+    .await;
     wait_value(&s, "V-2", 42.0).await;
     let history = s.get("/api/v1/points/V-1/history").await;
-    assert!(history.as_array().unwrap().iter().all(|r| r["quality"] != "good"), "{history}");
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["quality"] != "good"),
+        "{history}"
+    );
     // Warnings are rate-limited: far fewer log lines than bad messages.
     let warnings = s.log().matches("Bad MQTT payload ignored").count();
     assert!(warnings < 50, "{warnings} warnings logged");
@@ -219,7 +328,9 @@ json_pointer = "/v"
 
 #[tokio::test]
 async fn mqtt_silent_topic_turns_stale_and_raises_data_interruption() {
-    let Some((_, port)) = shared_broker() else { return };
+    let Some((_, port)) = shared_broker() else {
+        return;
+    };
     let base = unique("silent");
     let config = site(&format!(
         r#"
@@ -248,21 +359,35 @@ data_interruption_priority = "high"
     wait_value(&s, "FT-9", 3.0).await;
     let silent_from = std::time::Instant::now();
     wait_for("FT-9 stale", WAIT, || async {
-        value_of(&s, "FT-9").await.filter(|(v, q)| *v == 3.0 && q == "stale").map(drop)
+        value_of(&s, "FT-9")
+            .await
+            .filter(|(v, q)| *v == 3.0 && q == "stale")
+            .map(drop)
     })
     .await;
     let alarm = wait_for("a data-interruption alarm", WAIT, || async {
         let alarms = s.get("/api/v1/alarms").await;
-        alarms.as_array()?.iter().find(|a| a["kind"] == "data_interruption" && a["point"] == "FT-9").cloned()
+        alarms
+            .as_array()?
+            .iter()
+            .find(|a| a["kind"] == "data_interruption" && a["point"] == "FT-9")
+            .cloned()
     })
     .await;
-    assert!(silent_from.elapsed() >= Duration::from_millis(1000), "raised too early: {alarm}");
+    assert!(
+        silent_from.elapsed() >= Duration::from_millis(1000),
+        "raised too early: {alarm}"
+    );
     assert_eq!(alarm["priority"], "high");
     // Data again: the alarm clears.
     publish(port, &format!("{base}/t"), b"3.5", 1, false, &[]).await;
     wait_for("the alarm to return to normal", WAIT, || async {
         let alarms = s.get("/api/v1/alarms?state=active").await;
-        (!alarms.as_array()?.iter().any(|a| a["kind"] == "data_interruption")).then_some(())
+        (!alarms
+            .as_array()?
+            .iter()
+            .any(|a| a["kind"] == "data_interruption"))
+        .then_some(())
     })
     .await;
     let (code, _) = s.terminate().await;
@@ -271,7 +396,9 @@ data_interruption_priority = "high"
 
 #[tokio::test]
 async fn mqtt_qos1_messages_published_while_stopped_arrive_after_restart() {
-    let Some((_, port)) = shared_broker() else { return };
+    let Some((_, port)) = shared_broker() else {
+        return;
+    };
     let base = unique("offline");
     let config = site(&format!(
         r#"
@@ -289,7 +416,10 @@ kind = "level"
     ));
     let s = Sentinel::start(&config).await;
     wait_for("connected", WAIT, || async {
-        (s.metric("sentinel_mqtt_connected{device=\"persist\"}").await == Some(1.0)).then_some(())
+        (s.metric("sentinel_mqtt_connected{device=\"persist\"}")
+            .await
+            == Some(1.0))
+        .then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -299,13 +429,28 @@ kind = "level"
     assert_eq!(code, Some(0));
     // Sentinel is down; the broker holds these for its persistent session.
     for v in [101, 102, 103, 104, 105] {
-        publish(port, &format!("{base}/v"), v.to_string().as_bytes(), 1, false, &[]).await;
+        publish(
+            port,
+            &format!("{base}/v"),
+            v.to_string().as_bytes(),
+            1,
+            false,
+            &[],
+        )
+        .await;
     }
     let s = Sentinel::start_in(&config, dir).await;
     wait_for("all five held messages in the store", WAIT, || async {
         let h = s.get("/api/v1/points/LT-7/history").await;
-        let values: Vec<f64> = h.as_array()?.iter().filter_map(|r| r["value"].as_f64()).collect();
-        [101.0, 102.0, 103.0, 104.0, 105.0].iter().all(|v| values.contains(v)).then_some(())
+        let values: Vec<f64> = h
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["value"].as_f64())
+            .collect();
+        [101.0, 102.0, 103.0, 104.0, 105.0]
+            .iter()
+            .all(|v| values.contains(v))
+            .then_some(())
     })
     .await;
     let (code, _) = s.terminate().await;
@@ -314,7 +459,9 @@ kind = "level"
 
 #[tokio::test]
 async fn mqtt_broker_restart_reconnects_resubscribes_and_restores_status() {
-    let Some(mut broker) = Mosquitto::start("allow_anonymous true").await else { return };
+    let Some(mut broker) = Mosquitto::start("allow_anonymous true").await else {
+        return;
+    };
     let port = broker.port;
     let config = site(&format!(
         r#"
@@ -360,12 +507,23 @@ status_interval_secs = 60
         .await;
         assert_eq!(status["site"], "mq");
         wait_for("reconnected", WAIT, || async {
-            (s.metric("sentinel_mqtt_connects_total{device=\"edge\"}").await >= Some(2.0 + f64::from(round))).then_some(())
+            (s.metric("sentinel_mqtt_connects_total{device=\"edge\"}")
+                .await
+                >= Some(2.0 + f64::from(round)))
+            .then_some(())
         })
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let v = 6.0 + f64::from(round);
-        publish(port, "plant/edge/nh3", v.to_string().as_bytes(), 1, false, &[]).await;
+        publish(
+            port,
+            "plant/edge/nh3",
+            v.to_string().as_bytes(),
+            1,
+            false,
+            &[],
+        )
+        .await;
         wait_value(&s, "NH3-5", v).await;
     }
     // An alarm goes out over MQTT and counts as delivered only on PUBACK.
@@ -375,11 +533,16 @@ status_interval_secs = 60
     };
     publish(port, "plant/edge/nh3", b"40", 1, false, &[]).await;
     let event = alarms
-        .wait_json("the alarm event on MQTT", WAIT, |v| v["transition"] == "raised" && v["point"] == "NH3-5")
+        .wait_json("the alarm event on MQTT", WAIT, |v| {
+            v["transition"] == "raised" && v["point"] == "NH3-5"
+        })
         .await;
     assert_eq!(event["kind"], "limit");
     wait_for("delivery counted", WAIT, || async {
-        (s.metric("sentinel_deliveries_total{channel=\"mqtt\",outcome=\"delivered\"}").await >= Some(1.0)).then_some(())
+        (s.metric("sentinel_deliveries_total{channel=\"mqtt\",outcome=\"delivered\"}")
+            .await
+            >= Some(1.0))
+        .then_some(())
     })
     .await;
     let status = wait_for("the status showing the alarm", WAIT, || async {
@@ -393,13 +556,17 @@ status_interval_secs = 60
     alarms.stop().await;
     let (code, _) = s.terminate().await;
     assert_eq!(code, Some(0));
-    let status = mqtt::retained(port, "sentinel/v1/mq/status", &[]).await.unwrap();
+    let status = mqtt::retained(port, "sentinel/v1/mq/status", &[])
+        .await
+        .unwrap();
     assert!(status.contains("\"online\":false"), "{status}");
 }
 
 #[tokio::test]
 async fn mqtt_undelivered_alarms_wait_in_the_outbox_across_restarts() {
-    let Some(mut broker) = Mosquitto::start("allow_anonymous true").await else { return };
+    let Some(mut broker) = Mosquitto::start("allow_anonymous true").await else {
+        return;
+    };
     let port = broker.port;
     let ingest = shared_broker().map(|(_, p)| p).unwrap_or(port);
     let base = unique("outbox");
@@ -442,7 +609,9 @@ puback_timeout_ms = 1000
     let alarms = Subscriber::start(port, "sentinel/v1/mq/alarms", &[]).await;
     let s = Sentinel::start_in(&config, dir).await;
     let event = alarms
-        .wait_json("the alarm after the restart", WAIT, |v| v["transition"] == "raised" && v["point"] == "PT-1")
+        .wait_json("the alarm after the restart", WAIT, |v| {
+            v["transition"] == "raised" && v["point"] == "PT-1"
+        })
         .await;
     assert_eq!(event["priority"], "critical");
     wait_for("the outbox empty", WAIT, || async {
@@ -456,7 +625,9 @@ puback_timeout_ms = 1000
 
 #[tokio::test]
 async fn mqtt_tls_with_client_certificate_and_password() {
-    let Some(certs_dir) = tempfile::tempdir().ok() else { return };
+    let Some(certs_dir) = tempfile::tempdir().ok() else {
+        return;
+    };
     let Some(certs) = make_certs(certs_dir.path()) else {
         eprintln!("skipped: openssl is not installed");
         return;
@@ -478,7 +649,9 @@ async fn mqtt_tls_with_client_certificate_and_password() {
         certs.server_cert.display(),
         certs.server_key.display()
     );
-    let Some(broker) = Mosquitto::start(&extra).await else { return };
+    let Some(broker) = Mosquitto::start(&extra).await else {
+        return;
+    };
     let port = broker.port;
     let config = site(&format!(
         r#"
@@ -504,7 +677,14 @@ kind = "toxic_gas"
         certs.client_cert.display(),
         certs.client_key.display()
     ));
-    let s = Sentinel::start_with_env(&config, &[("TEST_MQTT_USER", "sentinel"), ("TEST_MQTT_PASS", "s3cret-pw")]).await;
+    let s = Sentinel::start_with_env(
+        &config,
+        &[
+            ("TEST_MQTT_USER", "sentinel"),
+            ("TEST_MQTT_PASS", "s3cret-pw"),
+        ],
+    )
+    .await;
     wait_for("connected over TLS", WAIT, || async {
         (s.metric("sentinel_mqtt_connected{device=\"secure\"}").await == Some(1.0)).then_some(())
     })
@@ -513,22 +693,177 @@ kind = "toxic_gas"
     let ca = certs.ca.display().to_string();
     let cert = certs.client_cert.display().to_string();
     let key = certs.client_key.display().to_string();
-    let tls_args = ["--cafile", &ca, "--cert", &cert, "--key", &key, "-u", "sentinel", "-P", "s3cret-pw"];
+    let tls_args = [
+        "--cafile",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "-u",
+        "sentinel",
+        "-P",
+        "s3cret-pw",
+    ];
     publish(port, "secure/nh3", b"3.25", 1, false, &tls_args).await;
     wait_value(&s, "NH3-S", 3.25).await;
-    assert!(!s.log().contains("s3cret-pw"), "the password reached the log");
+    assert!(
+        !s.log().contains("s3cret-pw"),
+        "the password reached the log"
+    );
     let (code, _) = s.terminate().await;
     assert_eq!(code, Some(0));
 
     // A wrong password: no connection, counted, no crash.
-    let mut s = Sentinel::start_with_env(&config, &[("TEST_MQTT_USER", "sentinel"), ("TEST_MQTT_PASS", "wrong")]).await;
+    let mut s = Sentinel::start_with_env(
+        &config,
+        &[("TEST_MQTT_USER", "sentinel"), ("TEST_MQTT_PASS", "wrong")],
+    )
+    .await;
     wait_for("failed attempts counted", WAIT, || async {
-        (s.metric("sentinel_mqtt_connection_errors_total{device=\"secure\"}").await >= Some(1.0)).then_some(())
+        (s.metric("sentinel_mqtt_connection_errors_total{device=\"secure\"}")
+            .await
+            >= Some(1.0))
+        .then_some(())
     })
     .await;
-    assert_eq!(s.metric("sentinel_mqtt_connected{device=\"secure\"}").await, Some(0.0));
+    assert_eq!(
+        s.metric("sentinel_mqtt_connected{device=\"secure\"}").await,
+        Some(0.0)
+    );
     assert!(s.is_running());
     let (code, _) = s.terminate().await;
     assert_eq!(code, Some(0));
     drop(broker);
+}
+
+#[tokio::test]
+async fn mqtt_qos1_flood_is_fully_acknowledged() {
+    // A broker of our own: Mosquitto's default queue of 1000 messages per client would drop
+    // part of a burst this size before Sentinel could take it (the broker logs "Outgoing
+    // messages are being dropped").
+    let Some(broker) = Mosquitto::start("allow_anonymous true\nmax_queued_messages 100000").await
+    else {
+        return;
+    };
+    let port = broker.port;
+    let base = unique("qos1flood");
+    let config = site(&format!(
+        r#"
+[[devices]]
+name = "burst"
+protocol = "mqtt"
+broker = {{ host = "127.0.0.1", port = {port} }}
+topics = ["{base}/v"]
+
+[[points]]
+tag = "FT-1"
+device = "burst"
+kind = "flow"
+"#
+    ));
+    let s = Sentinel::start(&config).await;
+    wait_for("connected", WAIT, || async {
+        (s.metric("sentinel_mqtt_connected{device=\"burst\"}").await == Some(1.0)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Far more messages than fit in the client's request queue at once: every one must be
+    // acknowledged, or the broker's in-flight window would stall the subscription.
+    let lines: String = (0..20_000).map(|i| format!("{i}\n")).collect();
+    publish_lines(port, &format!("{base}/v"), &lines, 1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while s
+        .metric("sentinel_mqtt_readings_total{device=\"burst\"}")
+        .await
+        < Some(20_000.0)
+    {
+        if tokio::time::Instant::now() > deadline {
+            let metrics = s.metrics_text().await;
+            let mqtt: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("sentinel_mqtt") || l.starts_with("sentinel_readings"))
+                .collect();
+            let log = s.log();
+            panic!(
+                "not all readings arrived:\n{}\n{}",
+                mqtt.join("\n"),
+                &log[log.len().saturating_sub(3000)..]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_value(&s, "FT-1", 19_999.0).await;
+    wait_for("no acknowledgement left waiting", WAIT, || async {
+        (s.metric("sentinel_mqtt_acks_waiting{device=\"burst\"}")
+            .await
+            == Some(0.0))
+        .then_some(())
+    })
+    .await;
+    let (code, _) = s.terminate().await;
+    assert_eq!(code, Some(0));
+    drop(broker);
+}
+
+#[tokio::test]
+async fn mqtt_alarm_raised_during_a_broker_outage_is_delivered_when_it_returns() {
+    let Some(mut broker) = Mosquitto::start("allow_anonymous true").await else {
+        return;
+    };
+    let port = broker.port;
+    let Some((_, ingest)) = shared_broker() else {
+        return;
+    };
+    let base = unique("outage");
+    let config = site(&format!(
+        r#"
+[[devices]]
+name = "src"
+protocol = "mqtt"
+broker = {{ host = "127.0.0.1", port = {ingest} }}
+topics = ["{base}/v"]
+
+[[points]]
+tag = "PT-2"
+device = "src"
+kind = "pressure"
+limits = {{ levels = [{{ level = "H", setpoint = 1.0, priority = "high" }}] }}
+
+[notify.mqtt]
+broker = {{ host = "127.0.0.1", port = {port}, reconnect_max_secs = 1 }}
+status_interval_secs = 1
+puback_timeout_ms = 2000
+max_backoff_secs = 1
+"#
+    ));
+    // A persistent subscriber: the broker keeps what is published for it while it is away.
+    let sub_args = ["-c", "-i", base.as_str()];
+    let first = Subscriber::start(port, "sentinel/v1/mq/alarms", &sub_args).await;
+    let s = Sentinel::start(&config).await;
+    wait_for("connected", WAIT, || async {
+        (s.metric("sentinel_mqtt_connected{device=\"src\"}").await == Some(1.0)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broker.stop().await;
+    first.stop().await;
+    publish(ingest, &format!("{base}/v"), b"2.5", 1, false, &[]).await;
+    wait_for("the alarm raised locally", WAIT, || async {
+        let a = s.get("/api/v1/alarms?state=active").await;
+        a.as_array()?.iter().find(|a| a["point"] == "PT-2").cloned()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.restart().await;
+    let again = Subscriber::start(port, "sentinel/v1/mq/alarms", &sub_args).await;
+    let event = again
+        .wait_json("the alarm after the outage", Duration::from_secs(30), |v| {
+            v["point"] == "PT-2"
+        })
+        .await;
+    assert_eq!(event["transition"], "raised");
+    again.stop().await;
+    let (code, _) = s.terminate().await;
+    assert_eq!(code, Some(0));
 }

@@ -332,6 +332,9 @@ pub fn build(config: &BrokerConfig, session: &Session) -> Result<(Client, EventL
                 u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX),
             ))
             .set_outgoing_inflight_upper_limit(config.inflight.max(1))
+            // The broker may then have at most this many unacknowledged messages out to us,
+            // which bounds the acknowledgements Sentinel holds (see `mqtt::Ingest::run`).
+            .set_receive_maximum(Some(config.inflight.max(1)))
             .set_connection_timeout(config.connect_timeout_secs.max(1));
         if !clean {
             // Without an expiry an MQTT 5 broker drops the session at disconnect.

@@ -77,7 +77,12 @@ fn ticket_error(e: TicketError) -> ApiError {
 }
 
 fn parse_id(id: &str) -> Result<i64, ApiError> {
-    id.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{id:?} is not a ticket id")))
+    id.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a ticket id"),
+        )
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,7 +127,11 @@ async fn list(
     Ok(Json(tickets).into_response())
 }
 
-async fn one(State(state): State<PeopleState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn one(
+    State(state): State<PeopleState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
     let id = parse_id(&id)?;
     let ticket = with_store(&state, move |conn, config| {
@@ -131,7 +140,10 @@ async fn one(State(state): State<PeopleState>, caller: Caller, Path(id): Path<St
     .await?;
     match ticket {
         Some(t) => Ok(Json(t).into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no ticket has id {id}"))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no ticket has id {id}"),
+        )),
     }
 }
 
@@ -154,7 +166,10 @@ async fn create(
     caller.require(Role::Operator)?;
     let Json(b) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     if b.title.trim().is_empty() || b.title.len() > 500 || b.description.len() > 10_000 {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "title must be 1..=500 bytes, description at most 10000".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "title must be 1..=500 bytes, description at most 10000".into(),
+        ));
     }
     let by = caller.name.clone();
     let ticket = with_store(&state, move |conn, config| {
@@ -179,8 +194,10 @@ struct MoveBody {
     to: String,
     comment: Option<String>,
     assignee: Option<String>,
-    /// RFC 3339, e.g. `2026-12-01T00:00:00Z`.
+    /// RFC 3339, e.g. `2026-12-01T00:00:00Z` ...
     deadline: Option<String>,
+    /// ... or milliseconds since the epoch.
+    deadline_ms: Option<i64>,
     /// Workflow endpoint only: the person in the external system who made the move.
     by: Option<String>,
 }
@@ -207,9 +224,16 @@ async fn move_by_workflow(
     caller.require(Role::Operator)?;
     let system = caller.name.clone();
     do_move(state, id, body, move |b| {
-        let person = b.by.as_deref().map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| {
-            ApiError(StatusCode::BAD_REQUEST, "the workflow endpoint needs `by`: who made the move".into())
-        })?;
+        let person =
+            b.by.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        "the workflow endpoint needs `by`: who made the move".into(),
+                    )
+                })?;
         Ok(format!("{person} ({system})"))
     })
     .await
@@ -227,17 +251,26 @@ async fn do_move(
     let to = TicketState::parse(&b.to).ok_or_else(|| {
         ApiError(
             StatusCode::BAD_REQUEST,
-            format!("to {:?} is not one of found, dispatched, rectifying, rectified, verified, closed", b.to),
+            format!(
+                "to {:?} is not one of found, dispatched, rectifying, rectified, verified, closed",
+                b.to
+            ),
         )
     })?;
     let deadline = match &b.deadline {
         Some(d) => Some(crate::notify::escalation::parse_ms(d).ok_or_else(|| {
-            ApiError(StatusCode::BAD_REQUEST, format!("deadline {d:?} is not an RFC 3339 time"))
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("deadline {d:?} is not an RFC 3339 time"),
+            )
         })?),
-        None => None,
+        None => b.deadline_ms,
     };
     if b.comment.as_ref().is_some_and(|c| c.len() > 4000) || by.len() > 200 {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "comment or by is too long".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "comment or by is too long".into(),
+        ));
     }
     let ticket = with_store(&state, move |conn, config| {
         let m = Move {
@@ -275,27 +308,45 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
 
 fn link_refused(e: &TokenError) -> Response {
     match e {
-        TokenError::Expired => page(StatusCode::GONE, "链接已过期 / Link expired", "<p>请在控制台确认报警。Please acknowledge in the console.</p>"),
-        TokenError::Forged | TokenError::Malformed => {
-            page(StatusCode::FORBIDDEN, "链接无效 / Invalid link", "<p>此链接无法验证。This link cannot be verified.</p>")
-        }
+        TokenError::Expired => page(
+            StatusCode::GONE,
+            "链接已过期 / Link expired",
+            "<p>请在控制台确认报警。Please acknowledge in the console.</p>",
+        ),
+        TokenError::Forged | TokenError::Malformed => page(
+            StatusCode::FORBIDDEN,
+            "链接无效 / Invalid link",
+            "<p>此链接无法验证。This link cannot be verified.</p>",
+        ),
     }
 }
 
 /// GET shows what the link would do and a button: mail scanners that prefetch links must not
 /// acknowledge alarms.
 async fn ack_page(State(state): State<PeopleState>, Path(token): Path<String>) -> Response {
-    let claim = match signing::verify_ack_token(&state.link_secret, &token, drivers::now_millis() / 1000) {
-        Ok(c) => c,
-        Err(e) => return link_refused(&e),
-    };
+    let claim =
+        match signing::verify_ack_token(&state.link_secret, &token, drivers::now_millis() / 1000) {
+            Ok(c) => c,
+            Err(e) => return link_refused(&e),
+        };
     let (tx, rx) = oneshot::channel();
-    let alarm = match state.commands.send(Command::Alarms(crate::engine_task::AlarmFilter::All, tx)).await {
-        Ok(()) => rx.await.ok().and_then(|all| all.into_iter().find(|a| a.alarm_id == claim.alarm_id)),
+    let alarm = match state
+        .commands
+        .send(Command::Alarms(crate::engine_task::AlarmFilter::All, tx))
+        .await
+    {
+        Ok(()) => rx
+            .await
+            .ok()
+            .and_then(|all| all.into_iter().find(|a| a.alarm_id == claim.alarm_id)),
         Err(_) => None,
     };
     let Some(alarm) = alarm else {
-        return page(StatusCode::NOT_FOUND, "报警不存在 / No such alarm", "<p>该报警已结束或不存在。The alarm has finished or does not exist.</p>");
+        return page(
+            StatusCode::NOT_FOUND,
+            "报警不存在 / No such alarm",
+            "<p>该报警已结束或不存在。The alarm has finished or does not exist.</p>",
+        );
     };
     let body = format!(
         "<p><strong>{msg}</strong></p><p>{site} · {area} · {point} · {prio} · {state}</p>\
@@ -312,32 +363,61 @@ async fn ack_page(State(state): State<PeopleState>, Path(token): Path<String>) -
     page(StatusCode::OK, "确认报警 / Acknowledge alarm", &body)
 }
 
-async fn ack_post(State(state): State<PeopleState>, Path(token): Path<String>, body: String) -> Response {
-    let claim = match signing::verify_ack_token(&state.link_secret, &token, drivers::now_millis() / 1000) {
-        Ok(c) => c,
-        Err(e) => return link_refused(&e),
-    };
+async fn ack_post(
+    State(state): State<PeopleState>,
+    Path(token): Path<String>,
+    body: String,
+) -> Response {
+    let claim =
+        match signing::verify_ack_token(&state.link_secret, &token, drivers::now_millis() / 1000) {
+            Ok(c) => c,
+            Err(e) => return link_refused(&e),
+        };
     let comment = form_field(&body, "comment").filter(|c| !c.trim().is_empty());
     if comment.as_ref().is_some_and(|c| c.len() > 4000) {
         return page(StatusCode::BAD_REQUEST, "备注过长 / Comment too long", "");
     }
     let by = format!("{} (e-mail link)", claim.contact);
     let (reply, rx) = oneshot::channel();
-    let cmd = Command::Acknowledge { id: claim.alarm_id, by, comment, reply };
+    let cmd = Command::Acknowledge {
+        id: claim.alarm_id,
+        by,
+        comment,
+        reply,
+    };
     if state.commands.send(cmd).await.is_err() {
-        return page(StatusCode::SERVICE_UNAVAILABLE, "服务不可用 / Unavailable", "");
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "服务不可用 / Unavailable",
+            "",
+        );
     }
     match rx.await {
         Ok(Ok(alarm)) => page(
             StatusCode::OK,
             "已确认 / Acknowledged",
-            &format!("<p>{}</p><p>{} · {}</p>", esc(&alarm.message), esc(&claim.contact), esc(alarm.state)),
+            &format!(
+                "<p>{}</p><p>{} · {}</p>",
+                esc(&alarm.message),
+                esc(&claim.contact),
+                esc(alarm.state)
+            ),
         ),
-        Ok(Err(alert_rules::CommandError::UnknownAlarm(_))) => {
-            page(StatusCode::NOT_FOUND, "报警不存在 / No such alarm", "<p>该报警已结束。The alarm has finished.</p>")
-        }
-        Ok(Err(e)) => page(StatusCode::CONFLICT, "无需确认 / Nothing to acknowledge", &format!("<p>{}</p>", esc(&e.to_string()))),
-        Err(_) => page(StatusCode::SERVICE_UNAVAILABLE, "服务不可用 / Unavailable", ""),
+        Ok(Err(alert_rules::CommandError::UnknownAlarm(_))) => page(
+            StatusCode::NOT_FOUND,
+            "报警不存在 / No such alarm",
+            "<p>该报警已结束。The alarm has finished.</p>",
+        ),
+        Ok(Err(e)) => page(
+            StatusCode::CONFLICT,
+            "无需确认 / Nothing to acknowledge",
+            &format!("<p>{}</p>", esc(&e.to_string())),
+        ),
+        Err(_) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "服务不可用 / Unavailable",
+            "",
+        ),
     }
 }
 
@@ -357,7 +437,10 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(b) => {
                         out.push(b);
                         i += 2;
@@ -378,7 +461,10 @@ mod tests {
 
     #[test]
     fn form_fields_are_decoded() {
-        assert_eq!(form_field("comment=%E5%B7%B2%E5%A4%84%E7%90%86+ok&x=1", "comment").as_deref(), Some("已处理 ok"));
+        assert_eq!(
+            form_field("comment=%E5%B7%B2%E5%A4%84%E7%90%86+ok&x=1", "comment").as_deref(),
+            Some("已处理 ok")
+        );
         assert_eq!(form_field("x=1", "comment"), None);
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%4"), "%4");

@@ -149,6 +149,10 @@ pub struct Responsibility {
     /// Plant areas this chain covers (every point of the area, and device alarms naming it).
     #[serde(default)]
     pub areas: Vec<String>,
+    /// Risk units (`risk_units[].id`) this chain covers: every alarm that counts for the unit
+    /// (its points, areas, devices and conditions).
+    #[serde(default)]
+    pub risk_units: Vec<String>,
     /// Only alarms of at least this priority (default: all).
     #[serde(default = "default_min_priority")]
     pub min_priority: Priority,
@@ -364,10 +368,18 @@ pub(super) fn check(config: &super::Config, errors: &mut Vec<super::ConfigError>
                 format!("another chain is named {:?}", r.name),
             ));
         }
-        if r.points.is_empty() && r.areas.is_empty() {
+        for (j, unit) in r.risk_units.iter().enumerate() {
+            if !config.risk_units.iter().any(|u| &u.id == unit) {
+                errors.push(err(
+                    at(&format!("risk_units[{j}]")),
+                    format!("no risk unit has id {unit:?}"),
+                ));
+            }
+        }
+        if r.points.is_empty() && r.areas.is_empty() && r.risk_units.is_empty() {
             errors.push(err(
                 at("points"),
-                "the chain covers nothing: name points or areas",
+                "the chain covers nothing: name points, areas or risk_units",
             ));
         }
         for (j, tag) in r.points.iter().enumerate() {

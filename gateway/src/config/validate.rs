@@ -532,7 +532,10 @@ fn check_upstream(config: &Config, errors: &mut Vec<ConfigError>) {
             at("url"),
             format!("scheme {:?} is not http or https", url.scheme()),
         )),
-        Err(e) => errors.push(err(at("url"), format!("{:?} is not a URL: {e}", influx.url))),
+        Err(e) => errors.push(err(
+            at("url"),
+            format!("{:?} is not a URL: {e}", influx.url),
+        )),
     }
     match influx.api {
         InfluxApi::V2 => {

@@ -16,8 +16,11 @@ pub struct HubConfig {
     /// Where the gateways publish: `{topic_prefix}/{site}/status` and `.../alarms`.
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
-    /// MQTT shared-subscription group: hub instances in one group split the sites' messages
-    /// between them. Empty: a plain subscription (one hub sees everything).
+    /// MQTT shared-subscription group for alarm events: hub instances in one group split them.
+    /// Empty (the default): a plain persistent subscription, which every broker queues while
+    /// the hub is away. Mosquitto does not queue shared-subscription messages for a group with
+    /// no member connected, so set a group only with a broker that does (EMQX, HiveMQ), or with
+    /// several hubs always up.
     #[serde(default = "default_group")]
     pub share_group: String,
     /// A site that sends nothing for this long turns grey and raises an offline alarm.
@@ -60,7 +63,7 @@ fn default_prefix() -> String {
     "sentinel/v1".to_owned()
 }
 fn default_group() -> String {
-    "sentinel-hub".to_owned()
+    String::new()
 }
 const fn default_offline_after_secs() -> u64 {
     90

@@ -2,9 +2,10 @@
 //! regional broker, keeps the regional picture (every site's colour, open alarms, whether it is
 //! reporting, data quality) and serves it as an API and a live map.
 //!
-//! Several hubs can share the load: alarm events come through an MQTT shared subscription, so
-//! each event reaches one hub of the group; statuses are small and retained, and every hub
-//! subscribes to all of them (brokers do not send retained messages to shared subscriptions).
+//! Alarm events come through a persistent subscription, so they wait at the broker while the
+//! hub is away; with `share_group` set, through a shared subscription, so that several hubs
+//! split them (docs/scale.md: not every broker queues those for an absent group). Statuses are
+//! small and retained, and every hub subscribes to all of them.
 
 pub mod config;
 mod http;

@@ -3,15 +3,22 @@
 //! delivered; anything else (server down, 4xx, 5xx, timeout) is retried with backoff, in order,
 //! until it goes through. The row's id (`{event}-t{tier}-{contact}`) is also the Message-ID's
 //! local part, so a receiving system can recognise a message sent twice.
+//!
+//! A notice held back by grouping or quiet hours (no attempt yet, `next_attempt_ms` in the
+//! future) is passed over, so it never delays the notices behind it; when it falls due, every
+//! undelivered notice of the same group for the same person goes out with it as one message.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use alert_rules::Millis;
 use drivers::now_millis;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +31,7 @@ const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 pub struct EmailSender {
     pub config: EmailNotify,
+    pub data_dir: PathBuf,
     pub outbox: Outbox,
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
@@ -43,9 +51,15 @@ pub fn transport(c: &EmailNotify) -> Result<AsyncSmtpTransport<Tokio1Executor>, 
         SmtpTls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host)?,
         SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host),
     };
-    let mut builder = builder.port(c.port).timeout(Some(Duration::from_millis(c.timeout_ms)));
+    let mut builder = builder
+        .port(c.port)
+        .timeout(Some(Duration::from_millis(c.timeout_ms)));
     if let Some(user) = &c.username {
-        let password = c.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
+        let password = c
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .unwrap_or_default();
         builder = builder.credentials(Credentials::new(user.clone(), password));
     }
     Ok(builder.build())
@@ -66,8 +80,16 @@ pub fn message(from: &Mailbox, item_id: &str, e: &Envelope) -> Result<Message, S
         .message_id(Some(format!("<{item_id}@{domain}>")))
         .multipart(
             MultiPart::alternative()
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(r.text))
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(r.html)),
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(r.text),
+                )
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(r.html),
+                ),
         )
         .map_err(|err| err.to_string())
 }
@@ -87,13 +109,20 @@ impl EmailSender {
                 return;
             }
         };
+        let conn = match crate::store::open_reader(&self.data_dir) {
+            Ok(c) => Arc::new(Mutex::new(c)),
+            Err(error) => {
+                tracing::error!(%error, "The e-mail sender could not open the store; notices stay in the outbox.");
+                return;
+            }
+        };
         let cap = Duration::from_secs(self.config.max_backoff_secs);
         let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
-            let head = match self.outbox.head().await {
+            let head = match blocking(&conn, |c| next(c, now_millis())).await {
                 Ok(h) => h,
                 Err(error) => {
                     tracing::error!(%error, %channel, "Reading the outbox failed.");
@@ -106,15 +135,19 @@ impl EmailSender {
             if let Ok(n) = self.outbox.pending_count().await {
                 self.metrics.outbox_pending.set(channel, "", n);
             }
-            let Some(item) = head else {
+            let (item, held_until) = head;
+            let Some(item) = item else {
                 if drain.is_cancelled() {
                     return;
                 }
+                let idle = held_until.map_or(IDLE_CHECK, |at| {
+                    Duration::from_millis((at - now_millis()).clamp(0, 5_000) as u64)
+                });
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = drain.cancelled() => {}
                     () = self.wake.notified() => {}
-                    () = tokio::time::sleep(IDLE_CHECK) => {}
+                    () = tokio::time::sleep(idle) => {}
                 }
                 continue;
             };
@@ -126,15 +159,17 @@ impl EmailSender {
                     () = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
                 }
             }
-            let outcome = self.send(&mailer, &from, &item).await;
+            let outcome = self.send(&mailer, &from, &item, &conn).await;
             match outcome {
-                Ok(()) => {
+                Ok(ids) => {
                     self.metrics.deliveries.inc(channel, "delivered");
                     if let Some(since) = failing_since.take() {
                         tracing::info!(%channel, down_secs = since.elapsed().as_secs(), "E-mail deliveries resumed.");
                     }
-                    if let Err(error) = self.outbox.delivered(item.id, now_millis()).await {
-                        tracing::error!(%error, %channel, "Marking a delivered notice failed; it may be sent again.");
+                    for id in ids {
+                        if let Err(error) = self.outbox.delivered(id, now_millis()).await {
+                            tracing::error!(%error, %channel, "Marking a delivered notice failed; it may be sent again.");
+                        }
                     }
                 }
                 Err(Failure::Permanent(error)) => {
@@ -161,16 +196,133 @@ impl EmailSender {
         }
     }
 
-    async fn send(&self, mailer: &AsyncSmtpTransport<Tokio1Executor>, from: &Mailbox, item: &Pending) -> Result<(), Failure> {
-        let envelope: Envelope =
-            serde_json::from_str(&item.body).map_err(|e| Failure::Permanent(format!("unreadable notice: {e}")))?;
-        let msg = message(from, &item.event_id, &envelope).map_err(Failure::Permanent)?;
+    /// Send one notice, or the group it heads; returns the outbox ids it covered.
+    async fn send(
+        &self,
+        mailer: &AsyncSmtpTransport<Tokio1Executor>,
+        from: &Mailbox,
+        item: &Pending,
+        conn: &Arc<Mutex<Connection>>,
+    ) -> Result<Vec<i64>, Failure> {
+        let envelope: Envelope = serde_json::from_str(&item.body)
+            .map_err(|e| Failure::Permanent(format!("unreadable notice: {e}")))?;
+        let mut ids = vec![item.id];
+        let mut items = vec![envelope];
+        if let Some(group) = items[0].group.clone() {
+            let contact = items[0].contact.clone();
+            let head = item.id;
+            let others = blocking(conn, move |c| group_members(c, &contact, &group, head))
+                .await
+                .map_err(|e| Failure::Retry(e.to_string()))?;
+            for (id, body) in others {
+                if let Ok(e) = serde_json::from_str::<Envelope>(&body) {
+                    ids.push(id);
+                    items.push(e);
+                }
+            }
+        }
+        let msg = if items.len() == 1 {
+            message(from, &item.event_id, &items[0]).map_err(Failure::Permanent)?
+        } else {
+            digest(from, &item.event_id, &items).map_err(Failure::Permanent)?
+        };
         match mailer.send(msg).await {
-            Ok(resp) if resp.is_positive() => Ok(()),
+            Ok(resp) if resp.is_positive() => Ok(ids),
             Ok(resp) => Err(Failure::Retry(format!("SMTP {}", resp.code()))),
             Err(e) => Err(Failure::Retry(e.to_string())),
         }
     }
+}
+
+/// Several grouped notices to one person as one message.
+pub fn digest(from: &Mailbox, head_id: &str, items: &[Envelope]) -> Result<Message, String> {
+    let first = items.first().ok_or("an empty group")?;
+    let to: Mailbox = first
+        .to
+        .parse()
+        .map_err(|err| format!("recipient {:?}: {err}", first.to))?;
+    let r = super::templates::render_digest(items);
+    let domain = from.email.domain().to_owned();
+    Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(r.subject)
+        .message_id(Some(format!("<{head_id}-group@{domain}>")))
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(r.text),
+                )
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(r.html),
+                ),
+        )
+        .map_err(|err| err.to_string())
+}
+
+async fn blocking<T: Send + 'static>(
+    conn: &Arc<Mutex<Connection>>,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> rusqlite::Result<T> {
+    let conn = Arc::clone(conn);
+    tokio::task::spawn_blocking(move || {
+        let conn = conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&conn)
+    })
+    .await
+    .unwrap_or_else(|e| Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
+}
+
+/// The oldest notice that is not held back, and when the earliest held one falls due. A held
+/// notice has no attempt yet and a future `next_attempt_ms`; a failed one (attempts > 0) keeps
+/// its place in the queue, so retries stay in order.
+fn next(conn: &Connection, now: Millis) -> rusqlite::Result<(Option<Pending>, Option<Millis>)> {
+    let item = conn
+        .query_row(
+            "SELECT id, event_id, body, attempts, next_attempt_ms FROM outbox
+             WHERE channel = ?1 AND delivered_ms IS NULL AND NOT (attempts = 0 AND next_attempt_ms > ?2)
+             ORDER BY id LIMIT 1",
+            params![EMAIL_CHANNEL, now],
+            |r| {
+                Ok(Pending {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    body: r.get(2)?,
+                    attempts: r.get(3)?,
+                    next_attempt_ms: r.get(4)?,
+                })
+            },
+        )
+        .optional()?;
+    let held: Option<Millis> = conn.query_row(
+        "SELECT MIN(next_attempt_ms) FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL AND attempts = 0 AND next_attempt_ms > ?2",
+        params![EMAIL_CHANNEL, now],
+        |r| r.get(0),
+    )?;
+    Ok((item, held))
+}
+
+/// Undelivered notices of the same group for the same person, other than the head.
+fn group_members(
+    conn: &Connection,
+    contact: &str,
+    group: &str,
+    head: i64,
+) -> rusqlite::Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, body FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL AND id <> ?4
+           AND json_extract(body, '$.contact') = ?2 AND json_extract(body, '$.group') = ?3 ORDER BY id LIMIT 200",
+    )?;
+    stmt.query_map(params![EMAIL_CHANNEL, contact, group, head], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?
+    .collect()
 }
 
 enum Failure {

@@ -24,7 +24,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Contact, Language, Responsibility};
+use crate::config::{Config, Contact, Language, Responsibility, RiskUnitSettings};
 use crate::metrics::Metrics;
 
 /// The outbox channel the store queues alarm events on for the router.
@@ -49,7 +49,12 @@ impl ChainPlan {
             tiers: r
                 .tiers
                 .iter()
-                .map(|t| (t.contacts.clone(), (t.after_secs as Millis).saturating_mul(1000)))
+                .map(|t| {
+                    (
+                        t.contacts.clone(),
+                        (t.after_secs as Millis).saturating_mul(1000),
+                    )
+                })
                 .collect(),
             repeat_ms: (r.repeat_secs as Millis).saturating_mul(1000),
         }
@@ -78,7 +83,12 @@ pub struct Notice {
 
 impl Progress {
     pub fn start(raised_ms: Millis) -> Progress {
-        Progress { raised_ms, next_tier: 0, repeats: 0, last_sent_ms: raised_ms }
+        Progress {
+            raised_ms,
+            next_tier: 0,
+            repeats: 0,
+            last_sent_ms: raised_ms,
+        }
     }
 
     /// Everything due at `now`, advancing the progress. Tiers that fell due while nobody was
@@ -91,7 +101,11 @@ impl Progress {
             if at > now {
                 return out;
             }
-            out.push(Notice { tier: self.next_tier, repeat: 0, contacts: contacts.clone() });
+            out.push(Notice {
+                tier: self.next_tier,
+                repeat: 0,
+                contacts: contacts.clone(),
+            });
             self.next_tier += 1;
             self.last_sent_ms = now;
         }
@@ -102,7 +116,11 @@ impl Progress {
         {
             self.repeats += 1;
             self.last_sent_ms = now;
-            out.push(Notice { tier: plan.tiers.len() - 1, repeat: self.repeats, contacts: contacts.clone() });
+            out.push(Notice {
+                tier: plan.tiers.len() - 1,
+                repeat: self.repeats,
+                contacts: contacts.clone(),
+            });
         }
         out
     }
@@ -153,9 +171,37 @@ pub fn effect(transition: &str, state: &str) -> Effect {
 }
 
 /// Whether a chain covers an alarm: by the point's tag, or by its area.
-pub fn covers(r: &Responsibility, point: &str, area: &str, priority: Priority) -> bool {
-    priority >= r.min_priority
-        && (r.points.iter().any(|p| p == point) || (!area.is_empty() && r.areas.iter().any(|a| a == area)))
+pub fn covers(
+    r: &Responsibility,
+    units: &[RiskUnitSettings],
+    point: &str,
+    area: &str,
+    priority: Priority,
+) -> bool {
+    priority >= r.min_priority && covers_place(r, units, point, area)
+}
+
+/// Whether a chain covers a tag (or device or condition name) and area, whatever the priority.
+pub fn covers_place(
+    r: &Responsibility,
+    units: &[RiskUnitSettings],
+    point: &str,
+    area: &str,
+) -> bool {
+    let in_area = |areas: &[String]| !area.is_empty() && areas.iter().any(|a| a == area);
+    r.points.iter().any(|p| p == point)
+        || in_area(&r.areas)
+        || units
+            .iter()
+            .filter(|u| r.risk_units.contains(&u.id))
+            .any(|u| {
+                u.points
+                    .iter()
+                    .chain(&u.devices)
+                    .chain(&u.conditions)
+                    .any(|p| p == point)
+                    || in_area(&u.areas)
+            })
 }
 
 // ----------------------------------------------------------------- the envelope ---
@@ -181,6 +227,10 @@ pub struct Envelope {
     pub instruction: Option<String>,
     pub ack_url: Option<String>,
     pub link_expires: Option<String>,
+    /// Set for notices that may be grouped: those of one contact with the same key go out
+    /// together as one message (see `Responsibility::group_wait_secs`).
+    #[serde(default)]
+    pub group: Option<String>,
     /// The alarm event JSON (docs/api.md) the notice is about.
     pub event: Value,
 }
@@ -213,8 +263,17 @@ impl Router {
             .iter()
             .map(|r| (r.clone(), ChainPlan::from_config(r)))
             .collect();
-        let contacts = setup.config.contacts.iter().map(|c| (c.name.clone(), c.clone())).collect();
-        Router { setup, chains, contacts }
+        let contacts = setup
+            .config
+            .contacts
+            .iter()
+            .map(|c| (c.name.clone(), c.clone()))
+            .collect();
+        Router {
+            setup,
+            chains,
+            contacts,
+        }
     }
 
     /// Route until `shutdown`. Work is done in short blocking transactions on its own connection.
@@ -279,16 +338,22 @@ impl Router {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, body FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL ORDER BY id LIMIT 64",
             )?;
-            stmt.query_map(params![CHANNEL], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+            stmt.query_map(params![CHANNEL], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
         };
         step.more = events.len() == 64;
         for (row, body) in events {
             let tx = conn.transaction()?;
             match serde_json::from_str::<Value>(&body) {
                 Ok(event) => self.route(&tx, &event, now, &mut step)?,
-                Err(error) => tracing::error!(%error, "An event in the escalation queue is not JSON; skipped."),
+                Err(error) => {
+                    tracing::error!(%error, "An event in the escalation queue is not JSON; skipped.")
+                }
             }
-            tx.execute("UPDATE outbox SET delivered_ms = ?2, attempts = attempts + 1 WHERE id = ?1", params![row, now])?;
+            tx.execute(
+                "UPDATE outbox SET delivered_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
+                params![row, now],
+            )?;
             tx.commit()?;
             self.setup.metrics.deliveries.inc(CHANNEL, "routed");
         }
@@ -317,7 +382,10 @@ impl Router {
         for (alarm_id, chain, mut progress, event) in due {
             let Some((r, plan)) = self.chains.iter().find(|(r, _)| r.name == chain) else {
                 // The chain left the configuration: nobody to tell any more.
-                tx.execute("DELETE FROM escalations WHERE alarm_id = ?1 AND chain = ?2", params![alarm_id, chain])?;
+                tx.execute(
+                    "DELETE FROM escalations WHERE alarm_id = ?1 AND chain = ?2",
+                    params![alarm_id, chain],
+                )?;
                 continue;
             };
             let event: Value = serde_json::from_str(&event).unwrap_or(Value::Null);
@@ -327,19 +395,35 @@ impl Router {
             }
             save(&tx, alarm_id, &chain, &progress, progress.due(plan), None)?;
         }
-        step.next_due = tx.query_row("SELECT MIN(due_ms) FROM escalations", [], |r| r.get::<_, Option<i64>>(0))?;
+        step.next_due = tx.query_row("SELECT MIN(due_ms) FROM escalations", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })?;
         tx.commit()?;
         Ok(step)
     }
 
-    fn route(&self, tx: &Transaction<'_>, event: &Value, now: Millis, step: &mut Step) -> rusqlite::Result<()> {
+    fn route(
+        &self,
+        tx: &Transaction<'_>,
+        event: &Value,
+        now: Millis,
+        step: &mut Step,
+    ) -> rusqlite::Result<()> {
         let s = |k: &str| event[k].as_str().unwrap_or_default();
-        let Some(alarm_id) = event["alarm_id"].as_i64() else { return Ok(()) };
+        let Some(alarm_id) = event["alarm_id"].as_i64() else {
+            return Ok(());
+        };
         let priority = parse_priority(s("priority"));
         match effect(s("transition"), s("state")) {
             Effect::Start => {
                 for (r, plan) in &self.chains {
-                    if !covers(r, s("point"), s("area"), priority) {
+                    if !covers(
+                        r,
+                        &self.setup.config.risk_units,
+                        s("point"),
+                        s("area"),
+                        priority,
+                    ) {
                         continue;
                     }
                     let raised = parse_ms(s("raised_at")).unwrap_or(now);
@@ -349,26 +433,53 @@ impl Router {
                         step.mails += self.queue_notice(tx, r, &n, event, now)?;
                     }
                     let body = event.to_string();
-                    save(tx, alarm_id, &r.name, &progress, progress.due(plan), Some(&body))?;
+                    save(
+                        tx,
+                        alarm_id,
+                        &r.name,
+                        &progress,
+                        progress.due(plan),
+                        Some(&body),
+                    )?;
                     tracing::info!(alarm_id, chain = %r.name, "Escalation started.");
                 }
-                if self.setup.config.tickets.open_for_priorities.contains(&priority) {
-                    step.tickets += crate::tickets::store::open_for_alarm(tx, &self.setup.config, event, now)?;
+                if self
+                    .setup
+                    .config
+                    .tickets
+                    .open_for_priorities
+                    .contains(&priority)
+                {
+                    step.tickets +=
+                        crate::tickets::store::open_for_alarm(tx, &self.setup.config, event, now)?;
                 }
             }
             Effect::ReturnedUnacked => {
                 for (r, plan) in &self.chains {
-                    let Some(progress) = load(tx, alarm_id, &r.name)? else { continue };
+                    let Some(progress) = load(tx, alarm_id, &r.name)? else {
+                        continue;
+                    };
                     for contact in progress.told(plan) {
-                        step.mails += self.queue_mail(tx, r, "returned", 0, 0, &contact, event, now)?;
+                        step.mails +=
+                            self.queue_mail(tx, r, "returned", 0, 0, &contact, event, now)?;
                     }
                 }
-                tx.execute("DELETE FROM escalations WHERE alarm_id = ?1", params![alarm_id])?;
+                tx.execute(
+                    "DELETE FROM escalations WHERE alarm_id = ?1",
+                    params![alarm_id],
+                )?;
             }
             Effect::Stop => {
-                let n = tx.execute("DELETE FROM escalations WHERE alarm_id = ?1", params![alarm_id])?;
+                let n = tx.execute(
+                    "DELETE FROM escalations WHERE alarm_id = ?1",
+                    params![alarm_id],
+                )?;
                 if n > 0 {
-                    tracing::info!(alarm_id, transition = s("transition"), "Escalation stopped.");
+                    tracing::info!(
+                        alarm_id,
+                        transition = s("transition"),
+                        "Escalation stopped."
+                    );
                 }
             }
             Effect::Continue => {}
@@ -423,7 +534,11 @@ impl Router {
                 let expires = now / 1000 + config.security.link_ttl_secs as i64;
                 let token = super::signing::ack_token(
                     &self.setup.link_secret,
-                    &super::signing::AckClaim { alarm_id, contact: contact.to_owned(), expires_secs: expires },
+                    &super::signing::AckClaim {
+                        alarm_id,
+                        contact: contact.to_owned(),
+                        expires_secs: expires,
+                    },
                 );
                 (
                     Some(format!("{}/ack/{token}", base.trim_end_matches('/'))),
@@ -433,12 +548,21 @@ impl Router {
             None => (None, None),
         };
         let point = event["point"].as_str().unwrap_or_default();
-        let point_name = config.points.iter().find(|p| p.tag == point).map(|p| p.name.clone()).unwrap_or_default();
+        let point_name = config
+            .points
+            .iter()
+            .find(|p| p.tag == point)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
         let envelope = Envelope {
             notice: notice.to_owned(),
             tier: tier + 1,
             repeat,
-            role: r.tiers.get(tier).map(|t| t.role.clone()).unwrap_or_default(),
+            role: r
+                .tiers
+                .get(tier)
+                .map(|t| t.role.clone())
+                .unwrap_or_default(),
             chain: r.name.clone(),
             contact: contact.to_owned(),
             to: to.clone(),
@@ -446,16 +570,37 @@ impl Router {
             language: c.language.unwrap_or(email.language),
             site_name: config.site.name.clone(),
             point_name,
-            risk_colour: risk_colour(config.site.risk_colour, event["priority"].as_str().unwrap_or("")),
+            risk_colour: risk_colour(
+                config.site.risk_colour,
+                event["priority"].as_str().unwrap_or(""),
+            ),
             instruction: r.instruction.clone(),
             ack_url,
             link_expires,
+            group: None,
             event: event.clone(),
         };
+        let mut envelope = envelope;
+        // Grouping and quiet hours may hold a notice back, never one of a safety alarm.
+        let mut hold_until: Millis = 0;
+        if deferrable(event) {
+            if r.group_wait_secs > 0 {
+                envelope.group = Some(r.name.clone());
+                hold_until = now + (r.group_wait_secs as Millis).saturating_mul(1000);
+            }
+            if let Some(until) = c
+                .quiet_hours
+                .as_deref()
+                .and_then(crate::config::parse_quiet_hours)
+                .and_then(|w| crate::config::quiet_until(w, email.utc_offset_mins, now))
+            {
+                hold_until = hold_until.max(until);
+            }
+        }
         let body = serde_json::to_string(&envelope).unwrap_or_default();
         let n = tx.execute(
-            "INSERT OR IGNORE INTO outbox (channel, event_id, body, created_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![EMAIL_CHANNEL, id, body, now],
+            "INSERT OR IGNORE INTO outbox (channel, event_id, body, created_ms, next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![EMAIL_CHANNEL, id, body, now, hold_until],
         )?;
         Ok(n)
     }
@@ -510,6 +655,78 @@ fn load(tx: &Transaction<'_>, alarm_id: i64, chain: &str) -> rusqlite::Result<Op
     .optional()
 }
 
+/// E-mail the people above the first tier of every chain that covers an overdue ticket (by its
+/// point or area): overdue rectification is escalated, not just recorded. Returns mails queued.
+pub fn queue_ticket_overdue(
+    tx: &Transaction<'_>,
+    config: &Config,
+    ticket: &crate::tickets::store::Ticket,
+    now: Millis,
+) -> rusqlite::Result<usize> {
+    let Some(email) = &config.notify.email else {
+        return Ok(0);
+    };
+    let point = ticket.point.as_deref().unwrap_or_default();
+    let area = ticket.area.as_deref().unwrap_or_default();
+    let event = serde_json::to_value(ticket).unwrap_or(Value::Null);
+    let mut told: Vec<&str> = Vec::new();
+    let mut queued = 0;
+    for r in &config.responsibility {
+        if !covers_place(r, &config.risk_units, point, area) {
+            continue;
+        }
+        let from = usize::from(r.tiers.len() > 1);
+        for (i, tier) in r.tiers.iter().enumerate().skip(from) {
+            for name in &tier.contacts {
+                let Some(c) = config.contacts.iter().find(|c| &c.name == name) else {
+                    continue;
+                };
+                let Some(to) = &c.email else { continue };
+                if told.contains(&name.as_str()) {
+                    continue;
+                }
+                told.push(name);
+                let envelope = Envelope {
+                    notice: "ticket_overdue".into(),
+                    tier: i + 1,
+                    repeat: 0,
+                    role: tier.role.clone(),
+                    chain: r.name.clone(),
+                    contact: name.clone(),
+                    to: to.clone(),
+                    name: c.display().to_owned(),
+                    language: c.language.unwrap_or(email.language),
+                    site_name: config.site.name.clone(),
+                    point_name: String::new(),
+                    risk_colour: String::new(),
+                    instruction: None,
+                    ack_url: None,
+                    link_expires: None,
+                    group: None,
+                    event: event.clone(),
+                };
+                let id = format!(
+                    "{}-ticket-{}-overdue-{}-{name}",
+                    config.site.id, ticket.ticket_id, ticket.state
+                );
+                queued += tx.execute(
+                    "INSERT OR IGNORE INTO outbox (channel, event_id, body, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![EMAIL_CHANNEL, id, serde_json::to_string(&envelope).unwrap_or_default(), now],
+                )?;
+            }
+        }
+    }
+    Ok(queued)
+}
+
+/// Whether grouping and quiet hours may hold back an alarm's notices: not for high or critical
+/// priority, and not for second-level (HH, LL) alarms such as 二级 gas alarms.
+pub fn deferrable(event: &Value) -> bool {
+    let priority = parse_priority(event["priority"].as_str().unwrap_or_default());
+    let second_level = matches!(event["level"].as_str(), Some("HH" | "LL"));
+    priority < Priority::High && !second_level
+}
+
 pub fn parse_priority(s: &str) -> Priority {
     match s {
         "critical" => Priority::Critical,
@@ -534,7 +751,10 @@ pub fn risk_colour(site: crate::config::RiskColour, priority: &str) -> String {
         "medium" => RiskColour::Yellow,
         _ => RiskColour::Blue,
     };
-    serde_json::to_value(site.max(by_priority)).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    serde_json::to_value(site.max(by_priority))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -557,7 +777,14 @@ mod tests {
         let plan = plan(0);
         let mut p = Progress::start(1_000);
         let first = p.advance(&plan, 1_000);
-        assert_eq!(first, vec![Notice { tier: 0, repeat: 0, contacts: vec!["op".into()] }]);
+        assert_eq!(
+            first,
+            vec![Notice {
+                tier: 0,
+                repeat: 0,
+                contacts: vec!["op".into()]
+            }]
+        );
         assert_eq!(p.due(&plan), Some(61_000));
         assert!(p.advance(&plan, 60_999).is_empty(), "not before its time");
         assert_eq!(p.advance(&plan, 61_000)[0].tier, 1);
@@ -565,7 +792,10 @@ mod tests {
         assert_eq!(p.advance(&plan, 181_000)[0].tier, 2);
         assert_eq!(p.due(&plan), None, "no repeat configured");
         assert!(p.advance(&plan, 10_000_000).is_empty());
-        assert_eq!(p.told(&plan), vec!["op".to_owned(), "tech".into(), "main".into()]);
+        assert_eq!(
+            p.told(&plan),
+            vec!["op".to_owned(), "tech".into(), "main".into()]
+        );
     }
 
     #[test]
@@ -575,12 +805,26 @@ mod tests {
         p.advance(&plan, 0);
         // Down for ten minutes: both remaining tiers at once, no repeat in the same pass.
         let caught_up = p.advance(&plan, 600_000);
-        assert_eq!(caught_up.iter().map(|n| n.tier).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            caught_up.iter().map(|n| n.tier).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert_eq!(p.due(&plan), Some(630_000));
         assert!(p.advance(&plan, 629_999).is_empty());
         let r1 = p.advance(&plan, 700_000);
-        assert_eq!(r1, vec![Notice { tier: 2, repeat: 1, contacts: vec!["main".into(), "op".into()] }]);
-        assert_eq!(p.due(&plan), Some(730_000), "the next repeat counts from the last one sent");
+        assert_eq!(
+            r1,
+            vec![Notice {
+                tier: 2,
+                repeat: 1,
+                contacts: vec!["main".into(), "op".into()]
+            }]
+        );
+        assert_eq!(
+            p.due(&plan),
+            Some(730_000),
+            "the next repeat counts from the last one sent"
+        );
         assert_eq!(p.advance(&plan, 730_000)[0].repeat, 2);
     }
 
@@ -600,10 +844,86 @@ mod tests {
     fn effects_of_transitions() {
         assert_eq!(effect("raised", "active_unacked"), Effect::Start);
         assert_eq!(effect("acknowledged", "active_acked"), Effect::Stop);
-        assert_eq!(effect("cleared", "returned_unacked"), Effect::ReturnedUnacked);
+        assert_eq!(
+            effect("cleared", "returned_unacked"),
+            Effect::ReturnedUnacked
+        );
         assert_eq!(effect("cleared", "normal"), Effect::Stop);
         assert_eq!(effect("shelved", "shelved"), Effect::Stop);
-        assert_eq!(effect("priority_changed", "active_unacked"), Effect::Continue);
+        assert_eq!(
+            effect("priority_changed", "active_unacked"),
+            Effect::Continue
+        );
+    }
+
+    #[test]
+    fn chains_cover_points_areas_and_risk_units() {
+        let cfg = crate::config::load_str(
+            r#"
+[site]
+id = "s"
+name = "S"
+
+[[devices]]
+name = "plc"
+protocol = "modbus_tcp"
+host = "127.0.0.1"
+
+[[points]]
+tag = "NH3-1"
+device = "plc"
+kind = "toxic_gas"
+area = "room"
+register = { table = "input", address = 0 }
+
+[[risk_units]]
+id = "ammonia"
+name = "Ammonia system"
+colour = "orange"
+areas = ["room"]
+devices = ["plc"]
+
+[[contacts]]
+name = "a"
+
+[[responsibility]]
+name = "by-unit"
+risk_units = ["ammonia"]
+min_priority = "medium"
+tiers = [{ contacts = ["a"] }]
+"#,
+            crate::config::EnvSource::Map(Default::default()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let r = &cfg.responsibility[0];
+        let units = &cfg.risk_units;
+        assert!(
+            covers(r, units, "NH3-1", "room", Priority::High),
+            "by the unit's area"
+        );
+        assert!(
+            covers(r, units, "plc", "", Priority::High),
+            "a device alarm of the unit"
+        );
+        assert!(
+            !covers(r, units, "NH3-1", "room", Priority::Low),
+            "below min_priority"
+        );
+        assert!(!covers(r, units, "TT-9", "yard", Priority::Critical));
+    }
+
+    #[test]
+    fn safety_alarms_are_never_deferred() {
+        use serde_json::json;
+        assert!(deferrable(&json!({"priority": "medium", "level": "H"})));
+        assert!(deferrable(&json!({"priority": "low", "kind": "comm_loss"})));
+        assert!(!deferrable(&json!({"priority": "high", "level": "H"})));
+        assert!(!deferrable(&json!({"priority": "critical"})));
+        assert!(
+            !deferrable(&json!({"priority": "medium", "level": "HH"})),
+            "second-level alarms"
+        );
+        assert!(!deferrable(&json!({"priority": "low", "level": "LL"})));
     }
 
     #[test]

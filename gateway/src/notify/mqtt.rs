@@ -68,16 +68,25 @@ impl MqttSender {
     }
 
     fn offline(&self) -> Vec<u8> {
-        json!({ "site": self.site.id, "online": false }).to_string().into_bytes()
+        json!({ "site": self.site.id, "online": false })
+            .to_string()
+            .into_bytes()
     }
 
     /// Deliver until `shutdown`. After `drain`, return once nothing is pending.
     pub async fn run(self, drain: CancellationToken, shutdown: CancellationToken) {
         let session = Session {
-            client_id: self.config.broker.client_id_or(&format!("sentinel-{}-notify", self.site.id)),
+            client_id: self
+                .config
+                .broker
+                .client_id_or(&format!("sentinel-{}-notify", self.site.id)),
             clean: true,
             manual_acks: false,
-            will: Some(Will { topic: self.status_topic(), payload: self.offline(), retain: true }),
+            will: Some(Will {
+                topic: self.status_topic(),
+                payload: self.offline(),
+                retain: true,
+            }),
             request_capacity: 64,
         };
         let (client, eventloop) = match client::build(&self.config.broker, &session) {
@@ -114,7 +123,15 @@ impl MqttSender {
                         } else {
                             retry_at = None;
                             queued.push_back(Tag::Alarm(item.id));
-                            if let Err(error) = client.publish(&self.alarms_topic(), item.body.into_bytes(), Qos::AtLeastOnce, false).await {
+                            if let Err(error) = client
+                                .publish(
+                                    &self.alarms_topic(),
+                                    item.body.into_bytes(),
+                                    Qos::AtLeastOnce,
+                                    false,
+                                )
+                                .await
+                            {
                                 tracing::error!(%error, "Queuing an alarm for MQTT failed.");
                                 queued.pop_back();
                             } else {
@@ -143,7 +160,11 @@ impl MqttSender {
                 next_status = Instant::now() + status_every;
                 let body = self.status(true).await;
                 queued.push_back(Tag::Status);
-                if client.publish(&self.status_topic(), body, Qos::AtLeastOnce, true).await.is_err() {
+                if client
+                    .publish(&self.status_topic(), body, Qos::AtLeastOnce, true)
+                    .await
+                    .is_err()
+                {
                     queued.pop_back();
                 }
             }
@@ -220,7 +241,11 @@ impl MqttSender {
         if connected {
             // A clean disconnect does not trigger the Will, so say so ourselves.
             let body = self.status(false).await;
-            if client.publish(&self.status_topic(), body, Qos::AtLeastOnce, true).await.is_ok() {
+            if client
+                .publish(&self.status_topic(), body, Qos::AtLeastOnce, true)
+                .await
+                .is_ok()
+            {
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
                     while let Some(link) = rx.recv().await {
                         if matches!(link, Link::Event(Event::PubAck { .. })) && queued.is_empty() {
@@ -252,8 +277,15 @@ impl MqttSender {
     /// The status document: the worse of the site's assessed colour and what open alarms say.
     async fn status(&self, online: bool) -> Vec<u8> {
         let (tx, rx) = oneshot::channel();
-        let open = match self.commands.send(Command::Alarms(AlarmFilter::Open, tx)).await {
-            Ok(()) => tokio::time::timeout(Duration::from_secs(2), rx).await.ok().and_then(Result::ok),
+        let open = match self
+            .commands
+            .send(Command::Alarms(AlarmFilter::Open, tx))
+            .await
+        {
+            Ok(()) => tokio::time::timeout(Duration::from_secs(2), rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
             Err(_) => None,
         };
         let mut doc = json!({
@@ -293,7 +325,12 @@ impl MqttSender {
 }
 
 /// Runs the event loop (which must be polled continuously) and forwards what matters.
-async fn poll(mut eventloop: client::EventLoop, tx: mpsc::Sender<Link>, cap: Duration, stop: CancellationToken) {
+async fn poll(
+    mut eventloop: client::EventLoop,
+    tx: mpsc::Sender<Link>,
+    cap: Duration,
+    stop: CancellationToken,
+) {
     let mut failures = 0u32;
     loop {
         let event = tokio::select! {

@@ -16,7 +16,8 @@ pub const MAX_SIGNATURE_AGE_SECS: i64 = 300;
 
 fn mac(secret: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+    HmacSha256::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -105,10 +106,17 @@ pub enum TokenError {
 /// `<hex payload>.<hex hmac>` where payload is `ack:<alarm_id>:<contact>:<expires>`. Hex keeps
 /// the token URL-safe without another dependency; contact names are short by validation.
 pub fn ack_token(secret: &[u8], claim: &AckClaim) -> String {
-    let payload = format!("ack:{}:{}:{}", claim.alarm_id, claim.contact, claim.expires_secs);
+    let payload = format!(
+        "ack:{}:{}:{}",
+        claim.alarm_id, claim.contact, claim.expires_secs
+    );
     let mut m = mac(secret);
     m.update(payload.as_bytes());
-    format!("{}.{}", hex(payload.as_bytes()), hex(&m.finalize().into_bytes()))
+    format!(
+        "{}.{}",
+        hex(payload.as_bytes()),
+        hex(&m.finalize().into_bytes())
+    )
 }
 
 pub fn verify_ack_token(secret: &[u8], token: &str, now_secs: i64) -> Result<AckClaim, TokenError> {
@@ -120,7 +128,8 @@ pub fn verify_ack_token(secret: &[u8], token: &str, now_secs: i64) -> Result<Ack
     m.verify_slice(&sig).map_err(|_| TokenError::Forged)?;
     let payload = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
     let mut parts = payload.splitn(4, ':');
-    let (Some("ack"), Some(id), Some(contact), Some(exp)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some("ack"), Some(id), Some(contact), Some(exp)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed);
     };
@@ -159,13 +168,28 @@ mod tests {
         let h = webhook_signature(b"k", 1_000, body);
         assert!(h.starts_with("t=1000,v1="));
         assert_eq!(verify_webhook_signature(b"k", &h, body, 1_010), Ok(()));
-        assert_eq!(verify_webhook_signature(b"other", &h, body, 1_010), Err(SignatureError::Mismatch));
-        assert_eq!(verify_webhook_signature(b"k", &h, b"{}", 1_010), Err(SignatureError::Mismatch));
-        assert_eq!(verify_webhook_signature(b"k", &h, body, 1_000 + 301), Err(SignatureError::Stale));
-        assert_eq!(verify_webhook_signature(b"k", "v1=00", body, 1_000), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify_webhook_signature(b"other", &h, body, 1_010),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_webhook_signature(b"k", &h, b"{}", 1_010),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_webhook_signature(b"k", &h, body, 1_000 + 301),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify_webhook_signature(b"k", "v1=00", body, 1_000),
+            Err(SignatureError::Malformed)
+        );
         // The timestamp is covered: moving it breaks the signature.
         let moved = h.replace("t=1000", "t=1001");
-        assert_eq!(verify_webhook_signature(b"k", &moved, body, 1_001), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify_webhook_signature(b"k", &moved, body, 1_001),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
@@ -181,16 +205,38 @@ mod tests {
 
     #[test]
     fn ack_tokens_expire_and_cannot_be_forged() {
-        let claim = AckClaim { alarm_id: 7, contact: "wang".into(), expires_secs: 2_000 };
+        let claim = AckClaim {
+            alarm_id: 7,
+            contact: "wang".into(),
+            expires_secs: 2_000,
+        };
         let t = ack_token(b"secret", &claim);
         assert_eq!(verify_ack_token(b"secret", &t, 1_999), Ok(claim.clone()));
-        assert_eq!(verify_ack_token(b"secret", &t, 2_001), Err(TokenError::Expired));
-        assert_eq!(verify_ack_token(b"wrong", &t, 1_000), Err(TokenError::Forged));
-        let other = ack_token(b"secret", &AckClaim { alarm_id: 8, ..claim });
+        assert_eq!(
+            verify_ack_token(b"secret", &t, 2_001),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verify_ack_token(b"wrong", &t, 1_000),
+            Err(TokenError::Forged)
+        );
+        let other = ack_token(
+            b"secret",
+            &AckClaim {
+                alarm_id: 8,
+                ..claim
+            },
+        );
         let (payload8, _) = other.split_once('.').unwrap_or_default();
         let (_, sig7) = t.split_once('.').unwrap_or_default();
-        assert_eq!(verify_ack_token(b"secret", &format!("{payload8}.{sig7}"), 1_000), Err(TokenError::Forged));
-        assert_eq!(verify_ack_token(b"secret", "zz", 1_000), Err(TokenError::Malformed));
+        assert_eq!(
+            verify_ack_token(b"secret", &format!("{payload8}.{sig7}"), 1_000),
+            Err(TokenError::Forged)
+        );
+        assert_eq!(
+            verify_ack_token(b"secret", "zz", 1_000),
+            Err(TokenError::Malformed)
+        );
     }
 
     #[test]

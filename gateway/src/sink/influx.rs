@@ -48,7 +48,10 @@ enum Outcome {
         after: Option<Duration>,
     },
     /// Refused for good: the batch goes to the dead-letter table.
-    Rejected { status: u16, error: String },
+    Rejected {
+        status: u16,
+        error: String,
+    },
 }
 
 impl InfluxSink {
@@ -62,7 +65,8 @@ impl InfluxSink {
             ),
             InfluxApi::V1 => ("/write", vec![("db", &c.database), ("precision", "ms")]),
         };
-        reqwest::Url::parse_with_params(&format!("{base}{path}"), &params).map_err(|e| e.to_string())
+        reqwest::Url::parse_with_params(&format!("{base}{path}"), &params)
+            .map_err(|e| e.to_string())
     }
 
     /// Forward until `shutdown`. After `drain` is cancelled, return once everything stored has
@@ -133,7 +137,8 @@ impl InfluxSink {
                 }
             };
             if let Ok(newest) = db.newest().await {
-                m.backlog.set(sink, "", newest.saturating_sub(after).max(0) as u64);
+                m.backlog
+                    .set(sink, "", newest.saturating_sub(after).max(0) as u64);
             }
             let Some(last) = rows.last().map(|r| r.rowid) else {
                 if drain.is_cancelled() {
@@ -186,7 +191,11 @@ impl InfluxSink {
                     attempts = 0;
                     m.failing.set(sink, "", 0);
                     if let Some(since) = failing_since.take() {
-                        tracing::info!(sink, down_secs = since.elapsed().as_secs(), "Upstream writes resumed.");
+                        tracing::info!(
+                            sink,
+                            down_secs = since.elapsed().as_secs(),
+                            "Upstream writes resumed."
+                        );
                     }
                     // After a split, grow back towards the configured size.
                     limit = (limit * 2).min(max_points);
@@ -194,16 +203,28 @@ impl InfluxSink {
                 Outcome::TooLarge if rows.len() > 1 => {
                     m.requests.inc(sink, "too_large");
                     limit = (rows.len() / 2).max(1);
-                    tracing::warn!(sink, points = rows.len(), next = limit, "Upstream refused the batch as too large (413); splitting it.");
+                    tracing::warn!(
+                        sink,
+                        points = rows.len(),
+                        next = limit,
+                        "Upstream refused the batch as too large (413); splitting it."
+                    );
                 }
                 Outcome::TooLarge => {
-                    let error = "HTTP 413: one point is larger than the upstream accepts".to_owned();
-                    self.reject(&db, &rows, 413, error, body, &mut cursor, &shutdown).await;
+                    let error =
+                        "HTTP 413: one point is larger than the upstream accepts".to_owned();
+                    self.reject(&db, &rows, 413, error, body, &mut cursor, &shutdown)
+                        .await;
                 }
                 Outcome::Rejected { status, error } => {
-                    self.reject(&db, &rows, status, error, body, &mut cursor, &shutdown).await;
+                    self.reject(&db, &rows, status, error, body, &mut cursor, &shutdown)
+                        .await;
                 }
-                Outcome::Retry { reason, error, after } => {
+                Outcome::Retry {
+                    reason,
+                    error,
+                    after,
+                } => {
                     m.requests.inc(sink, reason);
                     m.failing.set(sink, "", 1);
                     let delay = after.unwrap_or_else(|| crate::notify::backoff(attempts, cap));
@@ -280,11 +301,16 @@ impl InfluxSink {
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8");
         if let Some(token) = &self.config.token {
-            req = req.header(reqwest::header::AUTHORIZATION, format!("Token {}", token.expose()));
+            req = req.header(
+                reqwest::header::AUTHORIZATION,
+                format!("Token {}", token.expose()),
+            );
         }
         req = if self.config.gzip {
             match gzip(body) {
-                Ok(bytes) => req.header(reqwest::header::CONTENT_ENCODING, "gzip").body(bytes),
+                Ok(bytes) => req
+                    .header(reqwest::header::CONTENT_ENCODING, "gzip")
+                    .body(bytes),
                 Err(_) => req.body(body.to_owned()),
             }
         } else {
@@ -295,7 +321,11 @@ impl InfluxSink {
             Err(e) => {
                 return Outcome::Retry {
                     reason: "network_error",
-                    error: if e.is_timeout() { "timeout".to_owned() } else { e.to_string() },
+                    error: if e.is_timeout() {
+                        "timeout".to_owned()
+                    } else {
+                        e.to_string()
+                    },
                     after: None,
                 };
             }
@@ -319,14 +349,34 @@ impl InfluxSink {
 fn classify(status: StatusCode, error: String, retry_after: Option<Duration>) -> Outcome {
     match status.as_u16() {
         413 => Outcome::TooLarge,
-        429 => Outcome::Retry { reason: "throttled", error, after: retry_after },
+        429 => Outcome::Retry {
+            reason: "throttled",
+            error,
+            after: retry_after,
+        },
         // Credentials are a configuration fault, not a fault of the data: keep the readings and
         // retry, so that fixing the token delivers them.
-        401 | 403 => Outcome::Retry { reason: "auth", error, after: None },
-        408 => Outcome::Retry { reason: "network_error", error, after: None },
+        401 | 403 => Outcome::Retry {
+            reason: "auth",
+            error,
+            after: None,
+        },
+        408 => Outcome::Retry {
+            reason: "network_error",
+            error,
+            after: None,
+        },
         s @ 400..=499 => Outcome::Rejected { status: s, error },
-        500..=599 => Outcome::Retry { reason: "server_error", error, after: retry_after },
-        _ => Outcome::Retry { reason: "unexpected_status", error, after: None },
+        500..=599 => Outcome::Retry {
+            reason: "server_error",
+            error,
+            after: retry_after,
+        },
+        _ => Outcome::Retry {
+            reason: "unexpected_status",
+            error,
+            after: None,
+        },
     }
 }
 
@@ -393,15 +443,30 @@ mod tests {
     #[test]
     fn status_policy() {
         let e = || "x".to_owned();
-        assert!(matches!(classify(StatusCode::PAYLOAD_TOO_LARGE, e(), None), Outcome::TooLarge));
+        assert!(matches!(
+            classify(StatusCode::PAYLOAD_TOO_LARGE, e(), None),
+            Outcome::TooLarge
+        ));
         assert!(matches!(
             classify(StatusCode::TOO_MANY_REQUESTS, e(), Some(Duration::from_secs(7))),
             Outcome::Retry { after: Some(d), .. } if d == Duration::from_secs(7)
         ));
-        assert!(matches!(classify(StatusCode::BAD_GATEWAY, e(), None), Outcome::Retry { .. }));
-        assert!(matches!(classify(StatusCode::UNAUTHORIZED, e(), None), Outcome::Retry { reason: "auth", .. }));
-        assert!(matches!(classify(StatusCode::BAD_REQUEST, e(), None), Outcome::Rejected { status: 400, .. }));
-        assert!(matches!(classify(StatusCode::UNPROCESSABLE_ENTITY, e(), None), Outcome::Rejected { status: 422, .. }));
+        assert!(matches!(
+            classify(StatusCode::BAD_GATEWAY, e(), None),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::UNAUTHORIZED, e(), None),
+            Outcome::Retry { reason: "auth", .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, e(), None),
+            Outcome::Rejected { status: 400, .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::UNPROCESSABLE_ENTITY, e(), None),
+            Outcome::Rejected { status: 422, .. }
+        ));
     }
 
     #[test]

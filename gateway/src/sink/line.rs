@@ -92,9 +92,17 @@ mod tests {
     fn escapes_and_skips_empty_tags() {
         let key = SeriesKey::new(
             "toxic gas",
-            &[("site", "s1"), ("area", ""), ("point", "NH3,1=a b"), ("unit", "°C")],
+            &[
+                ("site", "s1"),
+                ("area", ""),
+                ("point", "NH3,1=a b"),
+                ("unit", "°C"),
+            ],
         );
-        assert_eq!(key.as_str(), r"toxic\ gas,site=s1,point=NH3\,1\=a\ b,unit=°C");
+        assert_eq!(
+            key.as_str(),
+            r"toxic\ gas,site=s1,point=NH3\,1\=a\ b,unit=°C"
+        );
         let mut out = String::new();
         push_line(&mut out, &key, Some(20.0), 0, 1_700_000_000_000);
         push_line(&mut out, &key, Some(0.1), 2, 1);

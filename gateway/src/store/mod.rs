@@ -2,6 +2,7 @@
 //! write connection and commits readings, journal records and outbox rows together, so that an
 //! alarm event is durable before any notifier can see it. Readers open their own connections.
 
+pub mod blocks;
 mod salvage;
 mod schema;
 #[cfg(test)]
@@ -114,6 +115,29 @@ pub fn point_ids(conn: &Connection, tags: &[&str]) -> rusqlite::Result<Vec<i64>>
     Ok(ids)
 }
 
+/// Make the store's sink cursors match the configured sinks: a new sink starts at the oldest
+/// reading still in `readings`; the cursor of a sink no longer configured is removed (it would
+/// otherwise hold back compaction for ever). Runs before the writer starts, so compaction never
+/// sees a configured sink without its cursor.
+pub fn set_sinks(conn: &Connection, sinks: &[&str]) -> rusqlite::Result<()> {
+    let known: Vec<String> = {
+        let mut stmt = conn.prepare("SELECT sink FROM sink_cursor")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for old in known.iter().filter(|k| !sinks.contains(&k.as_str())) {
+        tracing::warn!(sink = %old, "A sink is no longer configured; its position in the store is forgotten.");
+        conn.execute("DELETE FROM sink_cursor WHERE sink = ?1", params![old])?;
+    }
+    for sink in sinks {
+        conn.execute(
+            "INSERT OR IGNORE INTO sink_cursor (sink, last_rowid, updated_ms) VALUES (?1, 0, ?2)",
+            params![sink, drivers::now_millis()],
+        )?;
+    }
+    Ok(())
+}
+
 /// Alarms that were open when the store was last written, with their last event number.
 pub fn open_alarms(conn: &Connection) -> rusqlite::Result<Vec<(Alarm, u32)>> {
     let mut stmt = conn.prepare("SELECT state, last_seq FROM alarms WHERE open = 1 ORDER BY id")?;
@@ -169,7 +193,8 @@ pub struct StoredReading {
     pub quality: &'static str,
 }
 
-/// Readings of one point in `[from, to]`, oldest first, at most `limit`.
+/// Readings of one point in `[from, to]`, oldest first, at most `limit`: compacted history
+/// blocks first, then the recent rows.
 pub fn history(
     conn: &Connection,
     tag: &str,
@@ -177,17 +202,39 @@ pub fn history(
     to: Millis,
     limit: u32,
 ) -> rusqlite::Result<Vec<StoredReading>> {
+    let Some(point): Option<i64> = conn
+        .query_row("SELECT id FROM points WHERE tag = ?1", params![tag], |r| {
+            r.get(0)
+        })
+        .optional()?
+    else {
+        return Ok(Vec::new());
+    };
+    let quality = |q: u8| alert_rules::Quality::from_code(q).map_or("unknown", |q| q.as_str());
+    let mut out: Vec<StoredReading> = blocks::read(conn, point, from, to)?
+        .into_iter()
+        .map(|s| StoredReading {
+            ts_ms: s.ts_ms,
+            value: s.value,
+            quality: quality(s.quality),
+        })
+        .collect();
     let mut stmt = conn.prepare_cached(
-        "SELECT r.ts_ms, r.value, r.quality FROM readings r JOIN points p ON p.id = r.point
-         WHERE p.tag = ?1 AND r.ts_ms BETWEEN ?2 AND ?3 ORDER BY r.ts_ms LIMIT ?4",
+        "SELECT ts_ms, value, quality FROM readings
+         WHERE point = ?1 AND ts_ms BETWEEN ?2 AND ?3 ORDER BY ts_ms LIMIT ?4",
     )?;
-    let rows = stmt.query_map(params![tag, from, to, limit], |r| {
-        let q: u8 = r.get(2)?;
+    let rows = stmt.query_map(params![point, from, to, limit], |r| {
         Ok(StoredReading {
             ts_ms: r.get(0)?,
             value: r.get(1)?,
-            quality: alert_rules::Quality::from_code(q).map_or("unknown", |q| q.as_str()),
+            quality: quality(r.get(2)?),
         })
     })?;
-    rows.collect()
+    for row in rows {
+        out.push(row?);
+    }
+    // Stable: readings of equal time keep their stored order.
+    out.sort_by_key(|r| r.ts_ms);
+    out.truncate(limit as usize);
+    Ok(out)
 }

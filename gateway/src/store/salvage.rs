@@ -111,7 +111,8 @@ fn copy_table(conn: &Connection, table: &str) -> (u64, Option<u64>) {
             r.get::<_, i64>(0)
         })
         .ok();
-    let whole = format!("INSERT OR IGNORE INTO main.{table} ({cols}) SELECT {cols} FROM old.{table}");
+    let whole =
+        format!("INSERT OR IGNORE INTO main.{table} ({cols}) SELECT {cols} FROM old.{table}");
     if conn.execute(&whole, []).is_err() {
         // Undo a partial copy (a failed statement is rolled back by SQLite), then go range by
         // range: rows on readable pages are kept, the rest are counted as lost.

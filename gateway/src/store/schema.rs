@@ -54,6 +54,17 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (channel, event_id)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (channel, id) WHERE delivered_ms IS NULL;
+-- Compact history: one row per point and hour, pco-compressed (see store/blocks.rs). Readings
+-- move here from `readings` once they are older than the current hour and forwarded upstream.
+CREATE TABLE IF NOT EXISTS history_blocks (
+    point   INTEGER NOT NULL,
+    t_start INTEGER NOT NULL,
+    t_end   INTEGER NOT NULL,
+    count   INTEGER NOT NULL,
+    data    BLOB NOT NULL,
+    PRIMARY KEY (point, t_start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS history_blocks_end ON history_blocks (t_end);
 -- How far each upstream sink has forwarded the readings table (the largest readings rowid it
 -- has delivered). Advanced only after the upstream accepted the batch.
 CREATE TABLE IF NOT EXISTS sink_cursor (

@@ -32,7 +32,11 @@ fn readings(points: u32, per_point: i64, start: i64, step_ms: i64) -> Vec<Readin
 }
 
 /// Store readings through the real writer thread, then hand back a fresh connection.
-async fn write_through_writer(dir: &std::path::Path, batch: Vec<Reading>, budget: u64) -> Arc<Metrics> {
+async fn write_through_writer(
+    dir: &std::path::Path,
+    batch: Vec<Reading>,
+    budget: u64,
+) -> Arc<Metrics> {
     let conn = open_writer(dir).unwrap();
     let ids = point_ids(&conn, &["A", "B", "C"]).unwrap();
     let metrics = Arc::new(Metrics::default());
@@ -86,7 +90,8 @@ async fn retention_removes_old_readings_and_the_space_is_reused() {
     let dir = tempfile::tempdir().unwrap();
     // 40 days at one reading per point every 10 minutes: 3 points × 5760.
     let per_point = 40 * 144;
-    let metrics = write_through_writer(dir.path(), readings(3, per_point, T0, 600_000), u64::MAX).await;
+    let metrics =
+        write_through_writer(dir.path(), readings(3, per_point, T0, 600_000), u64::MAX).await;
     assert_eq!(metrics.readings_stored.get(), 3 * per_point as u64);
     let mut conn = open_writer(dir.path()).unwrap();
     let (pages_before, free_before) = pages(&conn);
@@ -98,8 +103,14 @@ async fn retention_removes_old_readings_and_the_space_is_reused() {
     let (deleted, unforwarded) = prune(&mut conn, before, now).unwrap();
     assert_eq!(deleted, 3 * 10 * 144, "ten days of three points");
     assert_eq!(unforwarded, 0, "no sink is configured");
-    assert_eq!(count(&conn, &format!("SELECT COUNT(*) FROM readings WHERE ts_ms < {before}")), 0);
-    assert_eq!(count(&conn, &format!("SELECT MIN(ts_ms) FROM readings")), before);
+    assert_eq!(
+        count(
+            &conn,
+            &format!("SELECT COUNT(*) FROM readings WHERE ts_ms < {before}")
+        ),
+        0
+    );
+    assert_eq!(count(&conn, "SELECT MIN(ts_ms) FROM readings"), before);
     let (pages_after, free_after) = pages(&conn);
     assert_eq!(pages_after, pages_before, "the file does not shrink ...");
     assert!(free_after > 0, "... but the freed pages are kept for reuse");
@@ -134,7 +145,10 @@ async fn retention_counts_readings_a_sink_never_forwarded() {
     assert_eq!(deleted, 150);
     assert_eq!(unforwarded, 90);
     assert_eq!(
-        count(&conn, "SELECT SUM(unforwarded) FROM store_losses WHERE reason = 'retention'"),
+        count(
+            &conn,
+            "SELECT SUM(unforwarded) FROM store_losses WHERE reason = 'retention'"
+        ),
         90
     );
 }
@@ -146,24 +160,38 @@ async fn the_disk_budget_drops_the_oldest_readings_only() {
     // About 5 MB of readings, written through the writer, which keeps to its budget as it goes.
     let metrics = write_through_writer(dir.path(), readings(3, 40_000, T0, 1000), budget).await;
     let mut conn = open_writer(dir.path()).unwrap();
-    // The writer checks at most once a second; a final check settles it.
+    // The writer checks after every commit; a last check here changes nothing.
     let outcome = enforce_budget(&mut conn, budget, T0).unwrap();
     let used = used_bytes(&conn).unwrap();
     assert!(used <= budget, "used {used} > budget {budget}");
     let kept = count(&conn, "SELECT COUNT(*) FROM readings");
     let dropped_total = metrics.sinks.readings_dropped.get("disk_budget", "") + outcome.dropped;
-    assert_eq!(kept as u64 + dropped_total, 120_000, "every reading is kept or counted");
+    assert_eq!(
+        kept as u64 + dropped_total,
+        120_000,
+        "every reading is kept or counted"
+    );
     assert!(dropped_total > 0);
     // The newest survive.
-    assert_eq!(count(&conn, "SELECT MAX(ts_ms) FROM readings"), T0 + 39_999_000);
     assert_eq!(
-        count(&conn, "SELECT SUM(readings) FROM store_losses WHERE reason = 'disk_budget'") as u64,
+        count(&conn, "SELECT MAX(ts_ms) FROM readings"),
+        T0 + 39_999_000
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT SUM(readings) FROM store_losses WHERE reason = 'disk_budget'"
+        ) as u64,
         dropped_total
     );
     // The file stays near the budget: freed pages are reused.
     let (pages, _) = pages(&conn);
     let page_size = count(&conn, "PRAGMA page_size");
-    assert!((pages * page_size) as u64 <= budget * 3 / 2, "file {} bytes", pages * page_size);
+    assert!(
+        (pages * page_size) as u64 <= budget * 3 / 2,
+        "file {} bytes",
+        pages * page_size
+    );
 }
 
 #[tokio::test]
@@ -179,7 +207,10 @@ async fn the_disk_budget_never_drops_the_journal() {
     }
     let outcome = enforce_budget(&mut conn, 64 * 1024, T0).unwrap();
     assert_eq!(outcome.dropped, 0);
-    assert!(outcome.used_bytes > 64 * 1024, "over budget, and reported so");
+    assert!(
+        outcome.used_bytes > 64 * 1024,
+        "over budget, and reported so"
+    );
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM journal"), 2000);
 }
 
@@ -208,7 +239,10 @@ async fn a_damaged_store_is_salvaged_and_the_loss_recorded() {
 
     let conn = open_writer(dir.path()).unwrap();
     let kept = count(&conn, "SELECT COUNT(*) FROM readings");
-    assert!(kept > 0 && kept < 60_000, "some readings kept, some lost: {kept}");
+    assert!(
+        kept > 0 && kept < 60_000,
+        "some readings kept, some lost: {kept}"
+    );
     let (lost, detail): (i64, String) = conn
         .query_row(
             "SELECT readings, detail FROM store_losses WHERE reason = 'salvage'",
@@ -217,7 +251,10 @@ async fn a_damaged_store_is_salvaged_and_the_loss_recorded() {
         )
         .unwrap();
     assert!(detail.contains("damaged file kept as"), "{detail}");
-    assert!(lost == 0 || kept + lost == 60_000, "kept {kept} + lost {lost}");
+    assert!(
+        lost == 0 || kept + lost == 60_000,
+        "kept {kept} + lost {lost}"
+    );
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM points"), 3);
     let aside = std::fs::read_dir(dir.path())
         .unwrap()
@@ -238,7 +275,236 @@ async fn a_store_that_is_not_a_database_is_set_aside() {
     let conn = open_writer(dir.path()).unwrap();
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM readings"), 0);
     assert_eq!(
-        count(&conn, "SELECT COUNT(*) FROM store_losses WHERE reason = 'salvage'"),
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM store_losses WHERE reason = 'salvage'"
+        ),
         1
     );
+}
+
+#[tokio::test]
+async fn compaction_keeps_every_value_exactly_and_waits_for_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    // Six hours at 1 Hz for three points, with a stretch of bad readings (no value).
+    let mut input = readings(3, 6 * 3600, T0, 1000);
+    for r in input.iter_mut().skip(5000).take(300) {
+        r.quality = Quality::CommLost;
+    }
+    write_through_writer(dir.path(), input.clone(), u64::MAX).await;
+    let mut conn = open_writer(dir.path()).unwrap();
+    // The sink has forwarded up to the end of hour four only.
+    let forwarded = 3 * 4 * 3600;
+    conn.execute(
+        "INSERT INTO sink_cursor (sink, last_rowid, updated_ms) VALUES ('influxdb', ?1, 0)",
+        [forwarded],
+    )
+    .unwrap();
+    let now = T0 + 6 * 3_600_000 + 600_000;
+    let moved = super::blocks::compact(&mut conn, now).unwrap();
+    assert_eq!(
+        moved, forwarded as u64,
+        "only what the sink forwarded is compacted"
+    );
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM history_blocks"), 3 * 4);
+    // The sink catches up; the rest follows.
+    conn.execute("UPDATE sink_cursor SET last_rowid = 1000000000", [])
+        .unwrap();
+    super::blocks::compact(&mut conn, now).unwrap();
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM readings"), 0);
+    assert_eq!(
+        count(&conn, "SELECT SUM(count) FROM history_blocks"),
+        3 * 6 * 3600
+    );
+
+    // Every value comes back exactly, with its time and quality.
+    for (p, tag) in ["A", "B", "C"].iter().enumerate() {
+        let got = super::history(&conn, tag, T0, now, 100_000).unwrap();
+        let want: Vec<_> = input.iter().filter(|r| r.point.0 as usize == p).collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g.ts_ms, w.time);
+            assert_eq!(g.quality, w.quality.as_str());
+            let expect = w.quality.is_usable().then_some(w.value);
+            assert_eq!(g.value.map(f64::to_bits), expect.map(f64::to_bits));
+        }
+    }
+    // A range inside one block, and the limit.
+    let part = super::history(&conn, "B", T0 + 1000, T0 + 5000, 10).unwrap();
+    assert_eq!(
+        part.iter().map(|r| r.ts_ms).collect::<Vec<_>>(),
+        (1..=5).map(|i| T0 + i * 1000).collect::<Vec<_>>()
+    );
+    assert_eq!(super::history(&conn, "B", T0, now, 7).unwrap().len(), 7);
+    let bytes: i64 = count(&conn, "SELECT SUM(LENGTH(data)) FROM history_blocks");
+    assert!(
+        bytes < 3 * 6 * 3600 * 4,
+        "{bytes} bytes for {} samples",
+        3 * 6 * 3600
+    );
+
+    // Retention removes whole blocks past the limit.
+    let (deleted, _) = prune(&mut conn, T0 + 2 * 3_600_000, now).unwrap();
+    assert_eq!(deleted, 3 * 2 * 3600);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM history_blocks"), 3 * 4);
+}
+
+/// Demo-plant-like signals: a mean-reverting walk quantized to the register's resolution, and
+/// on/off states that rarely change.
+fn demo_day(points: u32, start: i64) -> Vec<Reading> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut state: Vec<f64> = (0..points).map(|p| 10.0 + f64::from(p) * 7.0).collect();
+    let mut out = Vec::with_capacity(points as usize * 86_400);
+    for s in 0..86_400i64 {
+        for p in 0..points {
+            let i = p as usize;
+            let value = if p % 5 == 4 {
+                if rng.u32(0..3600) == 0 {
+                    state[i] = 1.0 - state[i].min(1.0);
+                }
+                state[i].min(1.0)
+            } else {
+                let base = 10.0 + f64::from(p) * 7.0;
+                state[i] += 0.05 * (base - state[i]) + (rng.f64() - 0.5) * 0.2;
+                // 0.1 engineering units per count, as the demo's registers are scaled.
+                (state[i] * 10.0).round() / 10.0
+            };
+            out.push(Reading {
+                point: PointId(p),
+                time: start + s * 1000,
+                value,
+                quality: Quality::Good,
+            });
+        }
+    }
+    out
+}
+
+/// `cargo test --release -p sentinel-gateway store::tests::bench -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run by hand in release mode"]
+async fn bench_ingest_and_bytes_per_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open_writer(dir.path()).unwrap();
+    let tags: Vec<String> = (0..15).map(|i| format!("P{i}")).collect();
+    let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let ids = point_ids(&conn, &tag_refs).unwrap();
+    let day = demo_day(15, T0);
+    let n = day.len();
+    let metrics = Arc::new(Metrics::default());
+    let (committed, _) = broadcast::channel(4);
+    let (handle, thread) = spawn_writer(
+        WriterSetup {
+            conn,
+            point_ids: ids,
+            channels: vec![],
+            notify: vec![],
+            committed,
+            metrics: Arc::clone(&metrics),
+            journal_head: super::GENESIS_HASH.to_owned(),
+            disk_budget_bytes: u64::MAX,
+        },
+        64,
+    );
+    let started = std::time::Instant::now();
+    for chunk in day.chunks(2_000) {
+        handle
+            .write(WriteBatch {
+                readings: chunk.to_vec(),
+                ..WriteBatch::default()
+            })
+            .await
+            .unwrap();
+    }
+    drop(handle);
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "ingest: {n} readings in {secs:.2} s = {:.0} readings/s",
+        n as f64 / secs
+    );
+
+    let mut conn = open_writer(dir.path()).unwrap();
+    let raw = used_bytes(&conn).unwrap();
+    println!("uncompacted: {:.1} bytes/sample", raw as f64 / n as f64);
+    let started = std::time::Instant::now();
+    let moved = super::blocks::compact(&mut conn, T0 + 86_400_000 + 3_600_000).unwrap();
+    println!(
+        "compaction: {moved} readings in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    conn.execute_batch("VACUUM").unwrap();
+    let used = used_bytes(&conn).unwrap();
+    let blobs = count(&conn, "SELECT SUM(LENGTH(data)) FROM history_blocks");
+    println!(
+        "compacted: {:.2} bytes/sample on disk (store file), {:.2} bytes/sample in blocks",
+        used as f64 / n as f64,
+        blobs as f64 / n as f64
+    );
+}
+
+#[tokio::test]
+async fn the_writer_compacts_between_commits_after_the_hourly_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open_writer(dir.path()).unwrap();
+    let ids = point_ids(&conn, &["A", "B", "C"]).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let (committed, _) = broadcast::channel(4);
+    let (handle, thread) = spawn_writer(
+        WriterSetup {
+            conn,
+            point_ids: ids,
+            channels: vec![],
+            notify: vec![],
+            committed,
+            metrics,
+            journal_head: super::GENESIS_HASH.to_owned(),
+            disk_budget_bytes: u64::MAX,
+        },
+        8,
+    );
+    let write = |readings: Vec<Reading>| {
+        let handle = handle.clone();
+        async move {
+            let (done, committed) = tokio::sync::oneshot::channel();
+            handle
+                .write(WriteBatch {
+                    readings,
+                    done: Some(done),
+                    ..WriteBatch::default()
+                })
+                .await
+                .unwrap();
+            committed.await.unwrap();
+        }
+    };
+    // Two hours long past, then the hourly tick (retention far behind), then ordinary commits.
+    write(readings(3, 7200, T0, 1000)).await;
+    handle.prune(0).await.unwrap();
+    for i in 0..10 {
+        write(readings(3, 1, T0 + DAY_MS + i * 1000, 1000)).await;
+    }
+    drop(handle);
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+    let conn = open_writer(dir.path()).unwrap();
+    // Every reading is in a block or still a row; the old hours are blocks now (the later
+    // readings are old too and join their hour as the queue reaches their point).
+    let in_blocks = count(&conn, "SELECT SUM(count) FROM history_blocks");
+    let rows = count(&conn, "SELECT COUNT(*) FROM readings");
+    assert_eq!(in_blocks + rows, 3 * 7200 + 3 * 10);
+    assert!(in_blocks >= 3 * 7200, "{in_blocks}");
+    assert!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM history_blocks WHERE t_start < ?1"
+                .replace("?1", &(T0 + 2 * 3_600_000).to_string())
+                .as_str()
+        ) == 3 * 2
+    );
+    let all = super::history(&conn, "B", T0, T0 + 2 * DAY_MS, 100_000).unwrap();
+    assert_eq!(all.len(), 7200 + 10);
 }

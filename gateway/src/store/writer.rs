@@ -108,7 +108,11 @@ pub fn spawn_writer(
     let thread = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            Writer { setup }.run(rx)
+            Writer {
+                setup,
+                compaction: Compaction::default(),
+            }
+            .run(rx)
         })
         .expect("spawning the store writer thread");
     (StoreHandle { tx }, thread)
@@ -116,7 +120,21 @@ pub fn spawn_writer(
 
 struct Writer {
     setup: WriterSetup,
+    compaction: Compaction,
 }
+
+/// Compaction work left over from the last hourly tick: points still to compact, done a few at
+/// a time between commits, so that a large plant's hour of readings never holds up the engine
+/// (and so the drivers) for the seconds a full pass takes.
+#[derive(Default)]
+struct Compaction {
+    points: std::collections::VecDeque<i64>,
+    now: Millis,
+    moved: u64,
+}
+
+/// Time spent compacting after one commit, at most (one point at least).
+const COMPACT_SLICE: Duration = Duration::from_millis(20);
 
 /// How many queued batches are merged into one transaction at most.
 const MERGE_MAX: usize = 64;
@@ -145,6 +163,7 @@ impl Writer {
                 // overshoot to one transaction.
                 self.enforce_budget();
             }
+            self.compact_some();
             if let Some(before) = prune {
                 self.prune(before);
             }
@@ -230,7 +249,8 @@ impl Writer {
                 for e in &batch.events {
                     let hash = super::chain_hash(&head, &e.body);
                     let alarm_id = e.alarm.as_ref().map_or(0, |a| a.id as i64);
-                    insert_journal.execute(params![e.event_id, alarm_id, e.at, e.body, head, hash])?;
+                    insert_journal
+                        .execute(params![e.event_id, alarm_id, e.at, e.body, head, hash])?;
                     head = hash;
                     if let Some(alarm) = &e.alarm {
                         let state = serde_json::to_string(alarm).unwrap_or_default();
@@ -272,7 +292,45 @@ impl Writer {
         }
     }
 
+    /// Compact a few points' finished hours; see [`Compaction`].
+    fn compact_some(&mut self) {
+        let started = Instant::now();
+        while let Some(point) = self.compaction.points.pop_front() {
+            match super::blocks::compact_point(&mut self.setup.conn, point, self.compaction.now) {
+                Ok(n) => self.compaction.moved += n,
+                Err(error) => {
+                    self.setup.metrics.store_errors.inc();
+                    tracing::error!(%error, point, "Compacting history failed; the readings stay uncompacted until the next hour.");
+                }
+            }
+            if self.compaction.points.is_empty() && self.compaction.moved > 0 {
+                tracing::info!(
+                    readings = self.compaction.moved,
+                    "Readings compacted into history blocks."
+                );
+                self.compaction.moved = 0;
+            }
+            if started.elapsed() >= COMPACT_SLICE {
+                break;
+            }
+        }
+    }
+
     fn prune(&mut self, before: Millis) {
+        // Compaction rides on the hourly retention tick (blocks are one hour long); the work is
+        // spread over the following commits.
+        if self.compaction.points.is_empty() {
+            match super::blocks::compactable_points(&self.setup.conn) {
+                Ok(points) => {
+                    self.compaction.points = points.into();
+                    self.compaction.now = drivers::now_millis();
+                }
+                Err(error) => {
+                    self.setup.metrics.store_errors.inc();
+                    tracing::error!(%error, "Listing points to compact failed.");
+                }
+            }
+        }
         match prune(&mut self.setup.conn, before, drivers::now_millis()) {
             Ok((n, unforwarded)) => {
                 if n > 0 {
@@ -360,7 +418,18 @@ pub fn prune(conn: &mut Connection, before: Millis, now: Millis) -> rusqlite::Re
         )?,
         None => 0,
     };
-    let n = tx.execute("DELETE FROM readings WHERE ts_ms < ?1", params![before])?;
+    let mut n = tx.execute("DELETE FROM readings WHERE ts_ms < ?1", params![before])?;
+    // Whole blocks only: a block that straddles the limit is kept until all of it is past.
+    let block_readings: i64 = tx.query_row(
+        "SELECT COALESCE(SUM(count), 0) FROM history_blocks WHERE t_end < ?1",
+        params![before],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "DELETE FROM history_blocks WHERE t_end < ?1",
+        params![before],
+    )?;
+    n += block_readings as usize;
     if unforwarded > 0 {
         tx.execute(
             "INSERT INTO store_losses (at_ms, reason, readings, unforwarded, detail) VALUES (?1, 'retention', ?2, ?3, ?4)",
@@ -392,13 +461,34 @@ pub fn enforce_budget(
         return Ok(out);
     }
     let target = budget / 10 * 9;
-    let (mut first, mut last) = (i64::MAX, 0i64);
+    // Compacted history is older than any row in `readings` and was forwarded: it goes first,
+    // a twentieth of the blocks at a time.
     while out.used_bytes > target {
-        let range: (Option<i64>, Option<i64>) = conn.query_row(
-            "SELECT MIN(rowid), MAX(rowid) FROM readings",
-            [],
+        let blocks: i64 =
+            conn.query_row("SELECT COUNT(*) FROM history_blocks", [], |r| r.get(0))?;
+        if blocks == 0 {
+            break;
+        }
+        let tx = conn.transaction()?;
+        let (n, readings): (i64, i64) = tx.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(count), 0) FROM (SELECT count FROM history_blocks ORDER BY t_start LIMIT ?1)",
+            params![(blocks / 20).max(1)],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        tx.execute(
+            "DELETE FROM history_blocks WHERE (point, t_start) IN (SELECT point, t_start FROM history_blocks ORDER BY t_start LIMIT ?1)",
+            params![n],
+        )?;
+        tx.commit()?;
+        out.dropped += readings as u64;
+        out.used_bytes = used_bytes(conn)?;
+    }
+    let (mut first, mut last) = (i64::MAX, 0i64);
+    while out.used_bytes > target {
+        let range: (Option<i64>, Option<i64>) =
+            conn.query_row("SELECT MIN(rowid), MAX(rowid) FROM readings", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         let (Some(min), Some(max)) = range else {
             break;
         };

@@ -81,7 +81,11 @@ pub struct Move<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoveError {
     #[error("a ticket that is {from} cannot move to {to}; from {from} it can move to: {allowed}")]
-    NotAllowed { from: &'static str, to: &'static str, allowed: String },
+    NotAllowed {
+        from: &'static str,
+        to: &'static str,
+        allowed: String,
+    },
     #[error("dispatching needs an assignee and a deadline")]
     DispatchNeedsAssignee,
     #[error("the deadline must be in the future")]
@@ -95,18 +99,30 @@ pub enum MoveError {
 impl MoveError {
     /// A conflict with the ticket's state (409), as opposed to a bad request (400).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, MoveError::NotAllowed { .. } | MoveError::SelfVerification(_))
+        matches!(
+            self,
+            MoveError::NotAllowed { .. } | MoveError::SelfVerification(_)
+        )
     }
 }
 
 /// Check a move. `rectified_by` is who last moved the ticket to rectified.
 pub fn check(from: TicketState, m: &Move<'_>, rectified_by: Option<&str>) -> Result<(), MoveError> {
     if !from.next().contains(&m.to) {
-        let allowed = from.next().iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        let allowed = from
+            .next()
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         return Err(MoveError::NotAllowed {
             from: from.as_str(),
             to: m.to.as_str(),
-            allowed: if allowed.is_empty() { "nothing (closed for good)".into() } else { allowed },
+            allowed: if allowed.is_empty() {
+                "nothing (closed for good)".into()
+            } else {
+                allowed
+            },
         });
     }
     let has_comment = m.comment.is_some_and(|c| !c.trim().is_empty());
@@ -119,7 +135,9 @@ pub fn check(from: TicketState, m: &Move<'_>, rectified_by: Option<&str>) -> Res
                 return Err(MoveError::DeadlineInPast);
             }
         }
-        TicketState::Rectified if !has_comment => return Err(MoveError::CommentRequired("rectified")),
+        TicketState::Rectified if !has_comment => {
+            return Err(MoveError::CommentRequired("rectified"));
+        }
         TicketState::Verified => {
             if let Some(r) = rectified_by
                 && r == m.by
@@ -128,7 +146,9 @@ pub fn check(from: TicketState, m: &Move<'_>, rectified_by: Option<&str>) -> Res
             }
         }
         TicketState::Rectifying if from == TicketState::Rectified && !has_comment => {
-            return Err(MoveError::CommentRequired("sending a ticket back to rectifying"));
+            return Err(MoveError::CommentRequired(
+                "sending a ticket back to rectifying",
+            ));
         }
         _ => {}
     }
@@ -146,12 +166,23 @@ mod tests {
     use super::*;
 
     fn mv(to: TicketState, by: &str) -> Move<'_> {
-        Move { to, by, at: 1_000, comment: Some("ok"), assignee: None, deadline: None }
+        Move {
+            to,
+            by,
+            at: 1_000,
+            comment: Some("ok"),
+            assignee: None,
+            deadline: None,
+        }
     }
 
     #[test]
     fn the_whole_life() {
-        let dispatch = Move { assignee: Some("li"), deadline: Some(2_000), ..mv(Dispatched, "zhang") };
+        let dispatch = Move {
+            assignee: Some("li"),
+            deadline: Some(2_000),
+            ..mv(Dispatched, "zhang")
+        };
         assert_eq!(check(Found, &dispatch, None), Ok(()));
         assert_eq!(check(Dispatched, &mv(Rectifying, "li"), None), Ok(()));
         assert_eq!(check(Rectifying, &mv(Rectified, "li"), None), Ok(()));
@@ -163,16 +194,43 @@ mod tests {
     fn invalid_moves_are_refused_with_a_reason() {
         let e = check(Found, &mv(Closed, "x"), None).unwrap_err();
         assert!(e.is_conflict());
-        assert_eq!(e.to_string(), "a ticket that is found cannot move to closed; from found it can move to: dispatched");
-        assert!(check(Closed, &mv(Found, "x"), None).unwrap_err().to_string().contains("nothing (closed for good)"));
-        assert_eq!(check(Found, &mv(Dispatched, "x"), None), Err(MoveError::DispatchNeedsAssignee));
-        let late = Move { assignee: Some("li"), deadline: Some(500), ..mv(Dispatched, "x") };
+        assert_eq!(
+            e.to_string(),
+            "a ticket that is found cannot move to closed; from found it can move to: dispatched"
+        );
+        assert!(
+            check(Closed, &mv(Found, "x"), None)
+                .unwrap_err()
+                .to_string()
+                .contains("nothing (closed for good)")
+        );
+        assert_eq!(
+            check(Found, &mv(Dispatched, "x"), None),
+            Err(MoveError::DispatchNeedsAssignee)
+        );
+        let late = Move {
+            assignee: Some("li"),
+            deadline: Some(500),
+            ..mv(Dispatched, "x")
+        };
         assert_eq!(check(Found, &late, None), Err(MoveError::DeadlineInPast));
-        let silent = Move { comment: None, ..mv(Rectified, "li") };
-        assert_eq!(check(Rectifying, &silent, None), Err(MoveError::CommentRequired("rectified")));
-        assert_eq!(check(Rectified, &mv(Verified, "li"), Some("li")), Err(MoveError::SelfVerification("li".into())));
+        let silent = Move {
+            comment: None,
+            ..mv(Rectified, "li")
+        };
+        assert_eq!(
+            check(Rectifying, &silent, None),
+            Err(MoveError::CommentRequired("rectified"))
+        );
+        assert_eq!(
+            check(Rectified, &mv(Verified, "li"), Some("li")),
+            Err(MoveError::SelfVerification("li".into()))
+        );
         // Failed verification goes back, with a reason.
-        assert_eq!(check(Rectified, &mv(Rectifying, "zhang"), Some("li")), Ok(()));
+        assert_eq!(
+            check(Rectified, &mv(Rectifying, "zhang"), Some("li")),
+            Ok(())
+        );
     }
 
     #[test]
