@@ -79,8 +79,8 @@ for target in $TARGETS; do
     # -timeout: one input taking over 10 s is a hang; -rss_limit_mb: a leak or blow-up.
     if (cd "$FUZZ_DIR" && cargo fuzz run "${FLAGS[@]}" "$target" "${dirs[@]}" -- \
             "${args[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1) >"$out" 2>&1; then
-        execs=$(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$out" | grep -o '[0-9]*$' || echo "?")
-        cov=$(grep -o 'cov: [0-9]*' "$out" | tail -n1 || true)
+        execs=$(grep -a -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$out" | grep -o '[0-9]*$' || echo "?")
+        cov=$(grep -a -o 'cov: [0-9]*' "$out" | tail -n1 || true)
         log "$target: ok, $execs execs, ${cov:-cov ?}, $(($(date +%s) - t1))s"
     else
         log "$target: FAILED after $(($(date +%s) - t1))s; last lines of $out:"

@@ -4,7 +4,7 @@
 //! passes `validate` never fails with `BitOutOfRange`; every decoded value is finite; a loop
 //! current always maps to a quality, and to a value only when that quality is usable.
 //!
-//! Input layout (little-endian), so seeds can be written by hand (fuzz/corpus/README.md):
+//! Input layout (little-endian), simple enough to write seeds by hand:
 //! `n: u8` points (1..=8), `max_registers_per_request: u16`, `max_gap: u16`, then per point
 //! 24 bytes: `table: u8` (0 coil, 1 discrete input, 2 holding, 3 input), `type: u8` (0 bool,
 //! 1 i16, 2 u16, 3 i32, 4 u32, 5 i64, 6 u64, 7 f32, 8 f64), `word_order: u8` (0 ABCD, 1 DCBA,

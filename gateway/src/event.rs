@@ -170,7 +170,9 @@ impl ModeEventJson {
 /// A scope as people name it.
 pub fn scope_name(plant: &Plant, scope: &Scope) -> String {
     match scope {
-        Scope::Point(p) => plant.point(*p).map_or_else(|| format!("point-{}", p.0), |p| p.tag.clone()),
+        Scope::Point(p) => plant
+            .point(*p)
+            .map_or_else(|| format!("point-{}", p.0), |p| p.tag.clone()),
         Scope::Device(d) => plant.device_name(*d).to_owned(),
         Scope::Alarm(source) => {
             let (name, _, _) = plant.describe(source);
@@ -200,11 +202,20 @@ pub struct ColourChangeJson {
 impl ColourChangeJson {
     pub fn new(plant: &Plant, c: &alert_rules::ColourChange) -> ColourChangeJson {
         let unit = match c.unit {
-            Some(u) => plant.risk_units.get(u as usize).map_or_else(|| format!("unit-{u}"), |u| u.id.clone()),
+            // Without configured units the site itself is the one (implicit) unit.
+            Some(u) => plant
+                .risk_units
+                .get(u as usize)
+                .map_or_else(|| plant.site.id.clone(), |u| u.id.clone()),
             None => "site".to_owned(),
         };
         ColourChangeJson {
-            id: format!("{}-colour-{}-{:016x}", plant.site.id, c.at, fastrand::u64(..)),
+            id: format!(
+                "{}-colour-{}-{:016x}",
+                plant.site.id,
+                c.at,
+                fastrand::u64(..)
+            ),
             site: plant.site.id.clone(),
             kind: "risk_colour",
             unit,

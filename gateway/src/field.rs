@@ -18,10 +18,17 @@ pub struct FieldDrivers {
 
 impl FieldDrivers {
     /// Start every driver of the plant, sending into `field`.
-    pub fn start(plant: &Plant, field: &mpsc::Sender<FieldEvent>, metrics: &Metrics) -> FieldDrivers {
+    pub fn start(
+        plant: &Plant,
+        field: &mpsc::Sender<FieldEvent>,
+        metrics: &Metrics,
+    ) -> FieldDrivers {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
-        let mut devices = metrics.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut devices = metrics
+            .devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         devices.clear();
         // One task per link: devices that share an endpoint (a TCP gateway, a serial bus) share
         // its connection, so the line sees one request at a time.
@@ -35,15 +42,28 @@ impl FieldDrivers {
                     device_metrics
                 })
                 .collect();
-            tasks.push(drivers::modbus::spawn_link_supervised(link, field.clone(), link_metrics, stop.clone()));
+            tasks.push(drivers::modbus::spawn_link_supervised(
+                link,
+                field.clone(),
+                link_metrics,
+                stop.clone(),
+            ));
         }
         drop(devices);
-        let mut mqtt = metrics.mqtt.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut mqtt = metrics
+            .mqtt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         mqtt.clear();
         for settings in plant.mqtt_devices() {
             let mqtt_metrics = Arc::new(drivers::mqtt::MqttMetrics::default());
             mqtt.push((settings.name.clone(), Arc::clone(&mqtt_metrics)));
-            tasks.push(drivers::mqtt::spawn(settings, field.clone(), mqtt_metrics, stop.clone()));
+            tasks.push(drivers::mqtt::spawn(
+                settings,
+                field.clone(),
+                mqtt_metrics,
+                stop.clone(),
+            ));
         }
         FieldDrivers { stop, tasks }
     }

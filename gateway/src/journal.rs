@@ -26,12 +26,21 @@ pub enum Finding {
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Finding::Edited { seq } => write!(f, "record {seq} was edited: its hash does not match its content"),
-            Finding::Deleted { seq, after: Some(after) } => {
+            Finding::Edited { seq } => write!(
+                f,
+                "record {seq} was edited: its hash does not match its content"
+            ),
+            Finding::Deleted {
+                seq,
+                after: Some(after),
+            } => {
                 write!(f, "records between {after} and {seq} were deleted")
             }
             Finding::Deleted { seq, after: None } => write!(f, "records before {seq} were deleted"),
-            Finding::Inserted { seq } => write!(f, "record {seq} was inserted: the record after it does not link to it"),
+            Finding::Inserted { seq } => write!(
+                f,
+                "record {seq} was inserted: the record after it does not link to it"
+            ),
             Finding::Broken { seq } => write!(f, "the chain is broken before record {seq}"),
         }
     }
@@ -65,15 +74,26 @@ pub fn verify(conn: &Connection) -> rusqlite::Result<Verdict> {
                 None
             } else if before.as_ref().is_some_and(|(_, h)| *h == prev_hash) {
                 // It links to the record two back: the one in between does not belong.
-                Some(Finding::Inserted { seq: last.as_ref().map_or(seq, |(s, _)| *s) })
-            } else if last.as_ref().is_some_and(|(s, _)| seq != s + 1) || (last.is_none() && seq != 1) {
-                Some(Finding::Deleted { seq, after: last.as_ref().map(|(s, _)| *s) })
+                Some(Finding::Inserted {
+                    seq: last.as_ref().map_or(seq, |(s, _)| *s),
+                })
+            } else if last.as_ref().is_some_and(|(s, _)| seq != s + 1)
+                || (last.is_none() && seq != 1)
+            {
+                Some(Finding::Deleted {
+                    seq,
+                    after: last.as_ref().map(|(s, _)| *s),
+                })
             } else {
                 Some(Finding::Broken { seq })
             }
         };
         if problem.is_some() {
-            return Ok(Verdict { records, head: hash, first_problem: problem });
+            return Ok(Verdict {
+                records,
+                head: hash,
+                first_problem: problem,
+            });
         }
         before = last.take();
         last = Some((seq, hash));
@@ -123,43 +143,81 @@ mod tests {
     #[test]
     fn an_edited_record_is_found() {
         let conn = journal(10);
-        conn.execute("UPDATE journal SET body = replace(body, 'raised', 'cleared') WHERE seq = 4", []).unwrap();
-        assert_eq!(verify(&conn).unwrap().first_problem, Some(Finding::Edited { seq: 4 }));
+        conn.execute(
+            "UPDATE journal SET body = replace(body, 'raised', 'cleared') WHERE seq = 4",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&conn).unwrap().first_problem,
+            Some(Finding::Edited { seq: 4 })
+        );
     }
 
     #[test]
     fn an_edited_record_with_a_recomputed_hash_is_found_by_the_next_link() {
         let conn = journal(10);
-        let prev: String = conn.query_row("SELECT prev_hash FROM journal WHERE seq = 4", [], |r| r.get(0)).unwrap();
-        let body = "{\"forged\":true}";
-        conn.execute("UPDATE journal SET body = ?1, hash = ?2 WHERE seq = 4", params![body, chain_hash(&prev, body)])
+        let prev: String = conn
+            .query_row("SELECT prev_hash FROM journal WHERE seq = 4", [], |r| {
+                r.get(0)
+            })
             .unwrap();
-        assert_eq!(verify(&conn).unwrap().first_problem, Some(Finding::Broken { seq: 5 }));
+        let body = "{\"forged\":true}";
+        conn.execute(
+            "UPDATE journal SET body = ?1, hash = ?2 WHERE seq = 4",
+            params![body, chain_hash(&prev, body)],
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&conn).unwrap().first_problem,
+            Some(Finding::Broken { seq: 5 })
+        );
     }
 
     #[test]
     fn a_deleted_record_is_found() {
         let conn = journal(10);
-        conn.execute("DELETE FROM journal WHERE seq = 6", []).unwrap();
-        assert_eq!(verify(&conn).unwrap().first_problem, Some(Finding::Deleted { seq: 7, after: Some(5) }));
+        conn.execute("DELETE FROM journal WHERE seq = 6", [])
+            .unwrap();
+        assert_eq!(
+            verify(&conn).unwrap().first_problem,
+            Some(Finding::Deleted {
+                seq: 7,
+                after: Some(5)
+            })
+        );
         let conn = journal(10);
-        conn.execute("DELETE FROM journal WHERE seq = 1", []).unwrap();
-        assert_eq!(verify(&conn).unwrap().first_problem, Some(Finding::Deleted { seq: 2, after: None }));
+        conn.execute("DELETE FROM journal WHERE seq = 1", [])
+            .unwrap();
+        assert_eq!(
+            verify(&conn).unwrap().first_problem,
+            Some(Finding::Deleted {
+                seq: 2,
+                after: None
+            })
+        );
     }
 
     #[test]
     fn an_inserted_record_is_found() {
         let conn = journal(10);
         // Make room after 5 and insert a well-formed record that links to 5.
-        conn.execute("UPDATE journal SET seq = seq + 100 WHERE seq > 5", []).unwrap();
-        conn.execute("UPDATE journal SET seq = seq - 99 WHERE seq > 100", []).unwrap();
-        let prev: String = conn.query_row("SELECT hash FROM journal WHERE seq = 5", [], |r| r.get(0)).unwrap();
+        conn.execute("UPDATE journal SET seq = seq + 100 WHERE seq > 5", [])
+            .unwrap();
+        conn.execute("UPDATE journal SET seq = seq - 99 WHERE seq > 100", [])
+            .unwrap();
+        let prev: String = conn
+            .query_row("SELECT hash FROM journal WHERE seq = 5", [], |r| r.get(0))
+            .unwrap();
         let body = "{\"forged\":true}";
         conn.execute(
             "INSERT INTO journal (seq, event_id, alarm_id, at_ms, body, prev_hash, hash) VALUES (6, 'forged', 0, 0, ?1, ?2, ?3)",
             params![body, prev, chain_hash(&prev, body)],
         )
         .unwrap();
-        assert_eq!(verify(&conn).unwrap().first_problem, Some(Finding::Inserted { seq: 6 }));
+        assert_eq!(
+            verify(&conn).unwrap().first_problem,
+            Some(Finding::Inserted { seq: 6 })
+        );
     }
 }

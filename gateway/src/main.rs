@@ -19,8 +19,8 @@ mod metrics;
 mod modes;
 mod notify;
 mod plant;
-mod rulebook;
 mod reload;
+mod rulebook;
 mod run;
 mod sink;
 mod store;
@@ -92,7 +92,12 @@ enum JournalCommand {
     /// Check the hash chain; report the first edited, deleted or inserted record (exit 1).
     Verify {
         /// The configuration whose store to check.
-        #[arg(short, long, conflicts_with = "data_dir", required_unless_present = "data_dir")]
+        #[arg(
+            short,
+            long,
+            conflicts_with = "data_dir",
+            required_unless_present = "data_dir"
+        )]
         config: Option<PathBuf>,
         /// The data directory holding sentinel.db.
         #[arg(long)]
@@ -112,7 +117,9 @@ fn main() -> ExitCode {
             };
             runtime_main(|shutdown| hub::run(hub, hub::HubOptions { ready_file }, shutdown))
         }
-        Commands::Journal { command: JournalCommand::Verify { config, data_dir } } => journal_verify(config, data_dir),
+        Commands::Journal {
+            command: JournalCommand::Verify { config, data_dir },
+        } => journal_verify(config, data_dir),
         Commands::Run { config, ready_file } => {
             let config_path = config;
             let config = match config::load_file(&config_path, config::EnvSource::Process) {
@@ -210,8 +217,9 @@ fn journal_verify(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCod
         eprintln!("error: no store at {}", db.display());
         return ExitCode::from(EXIT_CONFIG);
     }
-    let result = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .and_then(|conn| journal::verify(&conn));
+    let result =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|conn| journal::verify(&conn));
     match result {
         Ok(v) => match v.first_problem {
             None => {

@@ -29,23 +29,45 @@ pub struct ScopeRef {
 }
 
 pub fn scope_ref(plant: &Plant, scope: &Scope) -> ScopeRef {
-    let point = |p: alert_rules::PointId| plant.point(p).map_or_else(|| format!("point-{}", p.0), |p| p.tag.clone());
+    let point = |p: alert_rules::PointId| {
+        plant
+            .point(p)
+            .map_or_else(|| format!("point-{}", p.0), |p| p.tag.clone())
+    };
     match scope {
-        Scope::Point(p) => ScopeRef { kind: "point".into(), name: point(*p), alarm: None, level: None, other: None },
-        Scope::Device(d) => {
-            ScopeRef { kind: "device".into(), name: plant.device_name(*d).to_owned(), alarm: None, level: None, other: None }
-        }
+        Scope::Point(p) => ScopeRef {
+            kind: "point".into(),
+            name: point(*p),
+            alarm: None,
+            level: None,
+            other: None,
+        },
+        Scope::Device(d) => ScopeRef {
+            kind: "device".into(),
+            name: plant.device_name(*d).to_owned(),
+            alarm: None,
+            level: None,
+            other: None,
+        },
         Scope::Alarm(source) => {
             let name = match source {
                 AlarmSource::CommLoss { device } => plant.device_name(*device).to_owned(),
-                AlarmSource::Condition { condition } => plant.condition(*condition).map_or_else(String::new, |c| c.0.clone()),
+                AlarmSource::Condition { condition } => plant
+                    .condition(*condition)
+                    .map_or_else(String::new, |c| c.0.clone()),
                 _ => source.point().map(point).unwrap_or_default(),
             };
             let other = match source {
                 AlarmSource::Deviation { other, .. } => Some(point(*other)),
                 _ => None,
             };
-            ScopeRef { kind: "alarm".into(), name, alarm: Some(source.kind().to_owned()), level: source.level(), other }
+            ScopeRef {
+                kind: "alarm".into(),
+                name,
+                alarm: Some(source.kind().to_owned()),
+                level: source.level(),
+                other,
+            }
         }
     }
 }
@@ -57,15 +79,29 @@ pub fn resolve(plant: &Plant, r: &ScopeRef) -> Option<Scope> {
         "alarm" => {
             let point = || plant.point_id(&r.name);
             let source = match r.alarm.as_deref()? {
-                "limit" => AlarmSource::Limit { point: point()?, level: r.level? },
-                "comm_loss" => AlarmSource::CommLoss { device: plant.device_id(&r.name)? },
+                "limit" => AlarmSource::Limit {
+                    point: point()?,
+                    level: r.level?,
+                },
+                "comm_loss" => AlarmSource::CommLoss {
+                    device: plant.device_id(&r.name)?,
+                },
                 "rate_of_change" => AlarmSource::RateOfChange { point: point()? },
-                "deviation" => AlarmSource::Deviation { point: point()?, other: plant.point_id(r.other.as_deref()?)? },
+                "deviation" => AlarmSource::Deviation {
+                    point: point()?,
+                    other: plant.point_id(r.other.as_deref()?)?,
+                },
                 "fault" => AlarmSource::Fault { point: point()? },
                 "data_interruption" => AlarmSource::DataInterruption { point: point()? },
                 "condition" => {
-                    let k = plant.rulebook().conditions.iter().position(|(n, _)| *n == r.name)?;
-                    AlarmSource::Condition { condition: ConditionId(k as u32) }
+                    let k = plant
+                        .rulebook()
+                        .conditions
+                        .iter()
+                        .position(|(n, _)| *n == r.name)?;
+                    AlarmSource::Condition {
+                        condition: ConditionId(k as u32),
+                    }
                 }
                 _ => return None,
             };
@@ -98,12 +134,17 @@ fn mode(name: &str) -> Option<Mode> {
 
 /// Replay the journal's mode records: what is still in force, mapped onto this plant.
 pub fn in_force(conn: &Connection, plant: &Plant) -> rusqlite::Result<Vec<ModeRecord>> {
-    let mut stmt = conn.prepare("SELECT body FROM journal WHERE body LIKE '%\"kind\":\"mode\"%' ORDER BY seq")?;
+    let mut stmt = conn
+        .prepare("SELECT body FROM journal WHERE body LIKE '%\"kind\":\"mode\"%' ORDER BY seq")?;
     let mut active: Vec<(Mode, ScopeRef, ModeRecordParts)> = Vec::new();
     let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
     for body in rows {
-        let Ok(rec) = serde_json::from_str::<Record>(&body?) else { continue };
-        let (Some(m), Some(scope)) = (mode(&rec.mode), rec.scope_ref) else { continue };
+        let Ok(rec) = serde_json::from_str::<Record>(&body?) else {
+            continue;
+        };
+        let (Some(m), Some(scope)) = (mode(&rec.mode), rec.scope_ref) else {
+            continue;
+        };
         active.retain(|(am, s, _)| !(*am == m && *s == scope));
         if rec.entered {
             let parts = ModeRecordParts {
@@ -126,7 +167,9 @@ pub fn in_force(conn: &Connection, plant: &Plant) -> rusqlite::Result<Vec<ModeRe
                 by: parts.by,
                 reason: parts.reason,
             }),
-            None => tracing::warn!(mode = m.as_str(), scope = %scope.name, "A mode in force names something no longer configured; it is dropped."),
+            None => {
+                tracing::warn!(mode = m.as_str(), scope = %scope.name, "A mode in force names something no longer configured; it is dropped.")
+            }
         }
     }
     Ok(out)

@@ -61,7 +61,9 @@ impl Plant {
     /// The rules, and any problems and warnings found while building them.
     pub fn rulebook(&self) -> &crate::rulebook::Rulebook {
         // Set in `new`, before the plant is handed out.
-        self.rules.as_ref().unwrap_or_else(|| unreachable!("Plant::new builds the rulebook"))
+        self.rules
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("Plant::new builds the rulebook"))
     }
 
     /// Name and area of a condition alarm.
@@ -99,8 +101,14 @@ impl Plant {
             .filter_map(|(i, d)| {
                 let o = d.modbus()?;
                 let endpoint = match d {
-                    Device::ModbusTcp(m) => Endpoint::Tcp { host: m.host.clone(), port: m.port },
-                    Device::ModbusRtuOverTcp(m) => Endpoint::RtuOverTcp { host: m.host.clone(), port: m.port },
+                    Device::ModbusTcp(m) => Endpoint::Tcp {
+                        host: m.host.clone(),
+                        port: m.port,
+                    },
+                    Device::ModbusRtuOverTcp(m) => Endpoint::RtuOverTcp {
+                        host: m.host.clone(),
+                        port: m.port,
+                    },
                     Device::ModbusRtu(m) => Endpoint::Serial(SerialLine {
                         path: m.serial_port.clone(),
                         baud_rate: m.baud_rate,
@@ -123,7 +131,11 @@ impl Plant {
                         if let Some(status) = &mut register.status {
                             status.address = status.address.saturating_sub(o.address_base);
                         }
-                        Some(PolledPoint { id: PointId(j as u32), register, span: p.span })
+                        Some(PolledPoint {
+                            id: PointId(j as u32),
+                            register,
+                            span: p.span,
+                        })
                     })
                     .collect();
                 Some(DeviceSettings {
@@ -149,7 +161,12 @@ impl Plant {
             .enumerate()
             .filter_map(|(i, d)| {
                 let Device::Mqtt(m) = d else { return None };
-                Some(mqtt::settings(&self.site, DeviceId(i as u32), m, &self.points))
+                Some(mqtt::settings(
+                    &self.site,
+                    DeviceId(i as u32),
+                    m,
+                    &self.points,
+                ))
             })
             .collect()
     }

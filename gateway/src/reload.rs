@@ -34,22 +34,53 @@ pub fn hangups() -> mpsc::Receiver<()> {
 /// Load and validate the file. Sections that cannot change without a restart are compared with
 /// the running configuration: a change there is reported, and the rest is still applied.
 pub fn prepare(path: &Path, running: &Config) -> Result<Config, String> {
-    let next = config::load_file(path, config::EnvSource::Process).map_err(|e| e.to_string().replace('\n', "; "))?;
+    let next = config::load_file(path, config::EnvSource::Process)
+        .map_err(|e| e.to_string().replace('\n', "; "))?;
     let restart_only = [
         ("site.id", running.site.id != next.site.id),
-        ("store", format!("{:?}", running.store) != format!("{:?}", next.store)),
-        ("http", format!("{:?}", running.http) != format!("{:?}", next.http)),
-        ("engine.channel_capacity", running.engine.channel_capacity != next.engine.channel_capacity),
-        ("notify", format!("{:?}", running.notify) != format!("{:?}", next.notify)),
-        ("upstream", format!("{:?}", running.upstream) != format!("{:?}", next.upstream)),
-        ("contacts", format!("{:?}", running.contacts) != format!("{:?}", next.contacts)),
-        ("responsibility", format!("{:?}", running.responsibility) != format!("{:?}", next.responsibility)),
-        ("tickets", format!("{:?}", running.tickets) != format!("{:?}", next.tickets)),
-        ("security", format!("{:?}", running.security) != format!("{:?}", next.security)),
+        (
+            "store",
+            format!("{:?}", running.store) != format!("{:?}", next.store),
+        ),
+        (
+            "http",
+            format!("{:?}", running.http) != format!("{:?}", next.http),
+        ),
+        (
+            "engine.channel_capacity",
+            running.engine.channel_capacity != next.engine.channel_capacity,
+        ),
+        (
+            "notify",
+            format!("{:?}", running.notify) != format!("{:?}", next.notify),
+        ),
+        (
+            "upstream",
+            format!("{:?}", running.upstream) != format!("{:?}", next.upstream),
+        ),
+        (
+            "contacts",
+            format!("{:?}", running.contacts) != format!("{:?}", next.contacts),
+        ),
+        (
+            "responsibility",
+            format!("{:?}", running.responsibility) != format!("{:?}", next.responsibility),
+        ),
+        (
+            "tickets",
+            format!("{:?}", running.tickets) != format!("{:?}", next.tickets),
+        ),
+        (
+            "security",
+            format!("{:?}", running.security) != format!("{:?}", next.security),
+        ),
     ];
     for (section, changed) in restart_only {
         if changed {
-            tracing::warn!(section, "This part of the configuration changed but takes effect only after a restart.");
+            tracing::warn!(
+                section,
+                "This part of the configuration changed but takes effect only after a restart."
+            );
         }
     }
     if running.site.id != next.site.id {
@@ -59,7 +90,12 @@ pub fn prepare(path: &Path, running: &Config) -> Result<Config, String> {
 }
 
 /// Log and journal a refused reload; the running configuration stays.
-pub async fn refuse(commands: &mpsc::Sender<Command>, plant: &Arc<Plant>, path: &Path, reason: &str) {
+pub async fn refuse(
+    commands: &mpsc::Sender<Command>,
+    plant: &Arc<Plant>,
+    path: &Path,
+    reason: &str,
+) {
     tracing::error!(path = %path.display(), %reason, "Configuration reload refused; the running configuration stays in force.");
     let now = drivers::now_millis();
     let body = serde_json::json!({
@@ -72,7 +108,11 @@ pub async fn refuse(commands: &mpsc::Sender<Command>, plant: &Arc<Plant>, path: 
         "reason": reason,
     });
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if commands.send(Command::Record { body, reply: tx }).await.is_ok() {
+    if commands
+        .send(Command::Record { body, reply: tx })
+        .await
+        .is_ok()
+    {
         let _ = rx.await;
     }
 }

@@ -6,8 +6,8 @@
 
 use alert_rules::packs::check_setpoints;
 use alert_rules::{
-    Condition, ConditionId, ConditionRule, DataInterruptionRule, DeviationRule, DeviceRules, EngineConfig, FaultRule,
-    LimitLevel, LimitRule, PointRules, RateRule, RiskUnitConfig, Span,
+    Condition, ConditionId, ConditionRule, DataInterruptionRule, DeviationRule, DeviceRules,
+    EngineConfig, FaultRule, LimitLevel, LimitRule, PointRules, RateRule, RiskUnitConfig, Span,
 };
 
 use crate::config::{ConditionConfig, ConfigError, Limits};
@@ -24,7 +24,10 @@ pub struct Rulebook {
 }
 
 fn problem(path: String, message: impl Into<String>) -> ConfigError {
-    ConfigError { path, message: message.into() }
+    ConfigError {
+        path,
+        message: message.into(),
+    }
 }
 
 fn limit_rule(l: &Limits) -> LimitRule {
@@ -32,7 +35,11 @@ fn limit_rule(l: &Limits) -> LimitRule {
         levels: l
             .levels
             .iter()
-            .map(|lv| LimitLevel { level: lv.level, setpoint: lv.setpoint, priority: lv.priority() })
+            .map(|lv| LimitLevel {
+                level: lv.level,
+                setpoint: lv.setpoint,
+                priority: lv.priority(),
+            })
             .collect(),
         deadband: l.deadband,
         on_delay_ms: l.on_delay_ms as i64,
@@ -78,7 +85,10 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
         };
         let fault = match &p.fault {
             Some(f) if !f.enabled => None,
-            Some(f) => Some(FaultRule { priority: f.priority, on_delay_ms: f.on_delay_ms as i64 }),
+            Some(f) => Some(FaultRule {
+                priority: f.priority,
+                on_delay_ms: f.on_delay_ms as i64,
+            }),
             None => pack.as_ref().and_then(|(_, r)| r.fault).or(Some(FaultRule {
                 priority: crate::config::FaultConfig::default().priority,
                 on_delay_ms: crate::config::FaultConfig::default().on_delay_ms as i64,
@@ -101,7 +111,10 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
                     }
                     Err(e) => problems.push(problem(
                         at("pack"),
-                        format!("the pack's condition {:?} does not fit this site: {e}", c.expr),
+                        format!(
+                            "the pack's condition {:?} does not fit this site: {e}",
+                            c.expr
+                        ),
                     )),
                 }
             }
@@ -114,27 +127,36 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
             on_delay_ms: r.on_delay_ms as i64,
             off_delay_ms: r.off_delay_ms as i64,
         });
-        let deviation = p.deviation.as_ref().and_then(|d| match plant.point_id(&d.other) {
-            Some(other) => Some(DeviationRule {
-                other,
-                max_difference: d.max_difference,
-                deadband: d.deadband,
-                priority: d.priority,
-                on_delay_ms: d.on_delay_ms as i64,
-                off_delay_ms: d.off_delay_ms as i64,
-            }),
-            None => {
-                problems.push(problem(at("deviation.other"), format!("no point has tag {:?}", d.other)));
-                None
-            }
-        });
-        let suppress_when = p.suppress_when.as_ref().and_then(|text| match Condition::compile(text, resolve) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                problems.push(problem(at("suppress_when"), e.to_string()));
-                None
-            }
-        });
+        let deviation = p
+            .deviation
+            .as_ref()
+            .and_then(|d| match plant.point_id(&d.other) {
+                Some(other) => Some(DeviationRule {
+                    other,
+                    max_difference: d.max_difference,
+                    deadband: d.deadband,
+                    priority: d.priority,
+                    on_delay_ms: d.on_delay_ms as i64,
+                    off_delay_ms: d.off_delay_ms as i64,
+                }),
+                None => {
+                    problems.push(problem(
+                        at("deviation.other"),
+                        format!("no point has tag {:?}", d.other),
+                    ));
+                    None
+                }
+            });
+        let suppress_when =
+            p.suppress_when
+                .as_ref()
+                .and_then(|text| match Condition::compile(text, resolve) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        problems.push(problem(at("suppress_when"), e.to_string()));
+                        None
+                    }
+                });
         points.push(PointRules {
             device: plant.device_id(&p.device),
             limits,
@@ -142,9 +164,10 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
             rate,
             deviation,
             fault,
-            data_interruption: p
-                .data_interruption_after_ms
-                .map(|ms| DataInterruptionRule { after_ms: ms as i64, priority: p.data_interruption_priority }),
+            data_interruption: p.data_interruption_after_ms.map(|ms| DataInterruptionRule {
+                after_ms: ms as i64,
+                priority: p.data_interruption_priority,
+            }),
             suppress_when,
         });
     }
@@ -161,7 +184,10 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
     let mut seen = std::collections::HashSet::new();
     for (i, c) in plant.conditions.iter().enumerate() {
         if !seen.insert(c.name.as_str()) {
-            problems.push(problem(format!("conditions[{i}].name"), format!("{:?} is used twice", c.name)));
+            problems.push(problem(
+                format!("conditions[{i}].name"),
+                format!("{:?} is used twice", c.name),
+            ));
         }
     }
 
@@ -196,22 +222,33 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
                 }
             }
             if unit_points.len() == before && !plant.points.iter().any(|p| &p.area == area) {
-                problems.push(problem(at("areas"), format!("no point is in area {area:?}")));
+                problems.push(problem(
+                    at("areas"),
+                    format!("no point is in area {area:?}"),
+                ));
             }
         }
         let mut unit_devices = Vec::new();
         for name in &u.devices {
             match plant.device_id(name) {
                 Some(id) => unit_devices.push(id),
-                None => problems.push(problem(at("devices"), format!("no device is named {name:?}"))),
+                None => problems.push(problem(
+                    at("devices"),
+                    format!("no device is named {name:?}"),
+                )),
             }
         }
         let mut unit_conditions = Vec::new();
         for name in &u.conditions {
             match plant.conditions.iter().position(|c| &c.name == name) {
                 // Site conditions follow the packs' conditions in the engine's list.
-                Some(k) => unit_conditions.push(ConditionId((conditions.len() - plant.conditions.len() + k) as u32)),
-                None => problems.push(problem(at("conditions"), format!("no condition is named {name:?}"))),
+                Some(k) => unit_conditions.push(ConditionId(
+                    (conditions.len() - plant.conditions.len() + k) as u32,
+                )),
+                None => problems.push(problem(
+                    at("conditions"),
+                    format!("no condition is named {name:?}"),
+                )),
             }
         }
         for (k, (_, area)) in names.iter().enumerate() {
@@ -229,11 +266,41 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
         });
     }
 
-    let engine = EngineConfig { points, devices, conditions, max_shelve_ms, max_out_of_service_ms };
+    if plant.risk_units.is_empty() {
+        // No units configured: the whole site is one unit, so its live colour still follows
+        // its alarms by the same rule as everywhere (docs/rules.md, four-colour risk).
+        risk_units.push(RiskUnitConfig {
+            name: plant.site.name.clone(),
+            static_colour: plant.site.risk_colour,
+            points: (0..plant.points.len())
+                .map(|i| alert_rules::PointId(i as u32))
+                .collect(),
+            conditions: (0..conditions.len())
+                .map(|k| ConditionId(k as u32))
+                .collect(),
+            devices: (0..plant.devices.len())
+                .map(|d| alert_rules::DeviceId(d as u32))
+                .collect(),
+            hold_ms: 600_000,
+        });
+    }
+    let engine = EngineConfig {
+        points,
+        devices,
+        conditions,
+        max_shelve_ms,
+        max_out_of_service_ms,
+    };
     for issue in engine.validate() {
         problems.push(problem(issue.path, issue.message));
     }
-    Rulebook { engine, conditions: names, risk_units, problems, warnings }
+    Rulebook {
+        engine,
+        conditions: names,
+        risk_units,
+        problems,
+        warnings,
+    }
 }
 
 fn compile_condition(

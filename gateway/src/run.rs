@@ -64,9 +64,13 @@ pub async fn run(
     let mut engine = Engine::new(plant.engine_config(), next_id);
     let restored = open.len();
     let orphans = engine.restore(open);
-    let modes = crate::modes::in_force(&conn, &plant).context("reading modes in force from the journal")?;
+    let modes =
+        crate::modes::in_force(&conn, &plant).context("reading modes in force from the journal")?;
     if !modes.is_empty() {
-        tracing::info!(modes = modes.len(), "Shelving, suppression and out-of-service periods restored from the journal.");
+        tracing::info!(
+            modes = modes.len(),
+            "Shelving, suppression and out-of-service periods restored from the journal."
+        );
     }
     engine.restore_modes(modes);
     if restored > 0 {
@@ -95,7 +99,14 @@ pub async fn run(
     }
     // Escalation along the responsibility chains, e-mail and hazard tickets.
     let hook_wakes = wakers.clone();
-    let people = crate::notify::people::prepare(&config, &data_dir, &metrics, &hook_wakes, &mut channels, &mut wakers)?;
+    let people = crate::notify::people::prepare(
+        &config,
+        &data_dir,
+        &metrics,
+        &hook_wakes,
+        &mut channels,
+        &mut wakers,
+    )?;
 
     // The MQTT publisher is one more channel; its task starts once the engine can answer it.
     let mqtt_outbox = match &config.notify.mqtt {
@@ -147,11 +158,12 @@ pub async fn run(
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let engine_stop = CancellationToken::new();
     // The live site status: colour, alarm counts, points online (for the uplink and views).
-    let (status_tx, status_rx) = tokio::sync::watch::channel(crate::engine_task::SiteStatus::empty(
-        &plant.site.id,
-        &plant.site.name,
-        plant.site.risk_colour,
-    ));
+    let (status_tx, status_rx) =
+        tokio::sync::watch::channel(crate::engine_task::SiteStatus::empty(
+            &plant.site.id,
+            &plant.site.name,
+            plant.site.risk_colour,
+        ));
     let engine_task = tokio::spawn(
         EngineTask {
             engine,
@@ -176,6 +188,7 @@ pub async fn run(
             wake,
             metrics: Arc::clone(&metrics),
             commands: cmd_tx.clone(),
+            status: status_rx.clone(),
         };
         notifier_tasks.spawn(sender.run(notify_drain.clone(), notify_stop.clone()));
     }
@@ -188,7 +201,12 @@ pub async fn run(
         .with_context(|| format!("binding the HTTP server to {}", config.http.listen))?;
     let addr = listener.local_addr()?;
     let people_api = people.api(cmd_tx.clone());
-    people.spawn(&mut notifier_tasks, notify_drain.clone(), notify_stop.clone(), notify_stop.clone());
+    people.spawn(
+        &mut notifier_tasks,
+        notify_drain.clone(),
+        notify_stop.clone(),
+        notify_stop.clone(),
+    );
     let cmd_for_reload = cmd_tx.clone();
     let tokens = Arc::new(api::auth::Tokens::from_config(&config));
     let loopback = addr.ip().is_loopback();
@@ -222,11 +240,23 @@ pub async fn run(
             layout,
         },
         people_api,
-        api::auth::AuthState { tokens, throttle: Arc::default(), loopback },
+        api::auth::AuthState {
+            tokens,
+            throttle: Arc::default(),
+            loopback,
+        },
         request_timeout,
     );
-    let serve_options = api::serve::ServeOptions { tls: tls.clone(), header_timeout: request_timeout };
-    let http_task = tokio::spawn(api::serve::serve(listener, app, serve_options, shutdown.clone()));
+    let serve_options = api::serve::ServeOptions {
+        tls: tls.clone(),
+        header_timeout: request_timeout,
+    };
+    let http_task = tokio::spawn(api::serve::serve(
+        listener,
+        app,
+        serve_options,
+        shutdown.clone(),
+    ));
     tracing::info!(
         %addr,
         tls = tls.is_some(),

@@ -14,7 +14,9 @@ use crate::metrics::Metrics;
 
 /// Send one notification; errors are logged, never fatal.
 pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     if let Err(error) = send(&path, state) {
         tracing::warn!(%error, state, "Notifying systemd failed.");
     }
@@ -54,7 +56,9 @@ fn watchdog_interval() -> Option<Duration> {
 
 /// Ping the watchdog at half its interval while the engine's heartbeat keeps moving.
 pub fn spawn_watchdog(metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let Some(interval) = watchdog_interval() else { return };
+    let Some(interval) = watchdog_interval() else {
+        return;
+    };
     tokio::spawn(async move {
         let mut last = metrics.engine_heartbeat.get();
         let mut tick = tokio::time::interval(interval / 2);
@@ -68,7 +72,9 @@ pub fn spawn_watchdog(metrics: Arc<Metrics>, shutdown: CancellationToken) {
                 notify("WATCHDOG=1");
                 last = now;
             } else {
-                tracing::error!("The engine loop has not ticked for a watchdog half-interval; withholding the watchdog ping.");
+                tracing::error!(
+                    "The engine loop has not ticked for a watchdog half-interval; withholding the watchdog ping."
+                );
             }
         }
     });

@@ -17,7 +17,11 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn status(site: usize, colour: &str, seq: u64) -> Vec<u8> {
@@ -31,9 +35,20 @@ fn status(site: usize, colour: &str, seq: u64) -> Vec<u8> {
 
 fn proc_stat(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm = status
         .lines()
@@ -77,14 +92,24 @@ async fn main() -> anyhow::Result<()> {
 
     let mut clients = Vec::with_capacity(sites);
     for i in 0..sites {
-        let mut opts = MqttOptions::new(format!("load-site-{i}-{}", std::process::id()), "127.0.0.1", port);
+        let mut opts = MqttOptions::new(
+            format!("load-site-{i}-{}", std::process::id()),
+            "127.0.0.1",
+            port,
+        );
         opts.set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = AsyncClient::new(opts, 64);
         tokio::spawn(async move { while events.poll().await.is_ok() {} });
         clients.push(client);
     }
     for (i, c) in clients.iter().enumerate() {
-        c.publish(format!("sentinel/v1/load-{i}/status"), QoS::AtLeastOnce, true, status(i, "blue", 0)).await?;
+        c.publish(
+            format!("sentinel/v1/load-{i}/status"),
+            QoS::AtLeastOnce,
+            true,
+            status(i, "blue", 0),
+        )
+        .await?;
     }
     let http = reqwest::Client::new();
     let (cpu0, _) = proc_stat(pid);
@@ -98,7 +123,14 @@ async fn main() -> anyhow::Result<()> {
         if Instant::now() >= next_status {
             next_status += Duration::from_millis(10_000 / sites.max(1) as u64);
             let i = (seq as usize) % sites;
-            clients[i].publish(format!("sentinel/v1/load-{i}/status"), QoS::AtLeastOnce, true, status(i, "blue", seq)).await?;
+            clients[i]
+                .publish(
+                    format!("sentinel/v1/load-{i}/status"),
+                    QoS::AtLeastOnce,
+                    true,
+                    status(i, "blue", seq),
+                )
+                .await?;
             sent += 1;
         }
         // Alarm events: about one per site per minute.
@@ -106,7 +138,14 @@ async fn main() -> anyhow::Result<()> {
             let i = fastrand::usize(..sites);
             let event = serde_json::json!({"id": format!("load-{i}-{seq}-1"), "alarm_id": seq, "seq": 1, "site": format!("load-{i}"),
                 "transition": "raised", "state": "active_unacked", "priority": "high", "point": "GT-1", "raised_at": "2026-01-01T00:00:00.000Z"});
-            clients[i].publish(format!("sentinel/v1/load-{i}/alarms"), QoS::AtLeastOnce, false, event.to_string().into_bytes()).await?;
+            clients[i]
+                .publish(
+                    format!("sentinel/v1/load-{i}/alarms"),
+                    QoS::AtLeastOnce,
+                    false,
+                    event.to_string().into_bytes(),
+                )
+                .await?;
             sent += 1;
         }
         // Every 250 ms: one site changes colour; time until the hub shows it.
@@ -114,11 +153,27 @@ async fn main() -> anyhow::Result<()> {
             let i = fastrand::usize(..sites);
             let colour = ["yellow", "orange", "red"][fastrand::usize(..3)];
             let t0 = Instant::now();
-            clients[i].publish(format!("sentinel/v1/load-{i}/status"), QoS::AtLeastOnce, true, status(i, colour, seq)).await?;
+            clients[i]
+                .publish(
+                    format!("sentinel/v1/load-{i}/status"),
+                    QoS::AtLeastOnce,
+                    true,
+                    status(i, colour, seq),
+                )
+                .await?;
             sent += 1;
             loop {
-                let s: serde_json::Value = http.get(format!("http://{addr}/api/v1/sites")).send().await?.json().await?;
-                let shown = s.as_array().and_then(|a| a.iter().find(|x| x["id"] == format!("load-{i}")).map(|x| x["colour"] == colour));
+                let s: serde_json::Value = http
+                    .get(format!("http://{addr}/api/v1/sites"))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let shown = s.as_array().and_then(|a| {
+                    a.iter()
+                        .find(|x| x["id"] == format!("load-{i}"))
+                        .map(|x| x["colour"] == colour)
+                });
                 if shown == Some(true) || t0.elapsed() > Duration::from_secs(5) {
                     break;
                 }
@@ -132,14 +187,36 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let (cpu1, hwm_kb) = proc_stat(pid);
     delays.sort_by(f64::total_cmp);
-    let pct = |p: f64| delays.get(((delays.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
-    let sites_seen: serde_json::Value = http.get(format!("http://{addr}/api/v1/sites")).send().await?.json().await?;
-    println!("sites                {sites} (hub sees {})", sites_seen.as_array().map_or(0, Vec::len));
+    let pct = |p: f64| {
+        delays
+            .get(((delays.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let sites_seen: serde_json::Value = http
+        .get(format!("http://{addr}/api/v1/sites"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!(
+        "sites                {sites} (hub sees {})",
+        sites_seen.as_array().map_or(0, Vec::len)
+    );
     println!("duration             {elapsed:.1} s");
-    println!("messages published   {sent} ({:.1}/s)", sent as f64 / elapsed);
+    println!(
+        "messages published   {sent} ({:.1}/s)",
+        sent as f64 / elapsed
+    );
     println!("hub CPU              {:.3} cores", (cpu1 - cpu0) / elapsed);
     println!("hub peak RSS         {:.1} MiB", hwm_kb as f64 / 1024.0);
-    println!("colour change delay  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} changes (API polled every 5 ms)", pct(0.5), pct(0.99), pct(1.0), delays.len());
+    println!(
+        "colour change delay  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} changes (API polled every 5 ms)",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        delays.len()
+    );
     let _ = hub.kill().await;
     Ok(())
 }

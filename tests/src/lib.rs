@@ -175,7 +175,11 @@ impl Sentinel {
     }
 
     /// Like `start_in`, with extra environment variables (API tokens, overrides).
-    pub async fn start_in_with_env(config: &str, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Sentinel {
+    pub async fn start_in_with_env(
+        config: &str,
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+    ) -> Sentinel {
         let data_dir = dir.path().join("data");
         let config = config.replace("{data_dir}", &data_dir.display().to_string());
         let config_path = dir.path().join("sentinel.toml");
@@ -246,7 +250,10 @@ impl Sentinel {
         let config = config.replace("{data_dir}", &data_dir.display().to_string());
         std::fs::write(self.dir.path().join("sentinel.toml"), config).unwrap();
         let pid = self.child.id().unwrap();
-        let status = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -388,8 +395,16 @@ impl VictoriaMetrics {
         let bin = std::env::var("SENTINEL_TEST_VM_BIN").unwrap();
         let child = Command::new(bin)
             .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
-            .arg(format!("-storageDataPath={}", self.storage.path().display()))
-            .args(["-retentionPeriod=100y", "-search.latencyOffset=0s", "-search.disableCache", "-loggerLevel=ERROR"])
+            .arg(format!(
+                "-storageDataPath={}",
+                self.storage.path().display()
+            ))
+            .args([
+                "-retentionPeriod=100y",
+                "-search.latencyOffset=0s",
+                "-search.disableCache",
+                "-loggerLevel=ERROR",
+            ])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -399,10 +414,14 @@ impl VictoriaMetrics {
         self.child = Some(child);
         let health = format!("{}/health", self.url());
         let http = reqwest::Client::new();
-        wait_for("VictoriaMetrics to answer /health", Duration::from_secs(30), || {
-            let req = http.get(&health).send();
-            async move { req.await.ok().filter(|r| r.status().is_success()).map(drop) }
-        })
+        wait_for(
+            "VictoriaMetrics to answer /health",
+            Duration::from_secs(30),
+            || {
+                let req = http.get(&health).send();
+                async move { req.await.ok().filter(|r| r.status().is_success()).map(drop) }
+            },
+        )
         .await;
     }
 
@@ -410,9 +429,14 @@ impl VictoriaMetrics {
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
             }
-            if tokio::time::timeout(Duration::from_secs(20), child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(20), child.wait())
+                .await
+                .is_err()
+            {
                 let _ = child.kill().await;
             }
         }
@@ -421,14 +445,24 @@ impl VictoriaMetrics {
 
 /// Samples per series in VictoriaMetrics for a selector, keyed `name{point}`, after a flush.
 pub async fn vm_counts(base: &str, selector: &str) -> std::collections::BTreeMap<String, usize> {
-    vm_export(base, selector).await.into_iter().map(|(k, v)| (k, v.len())).collect()
+    vm_export(base, selector)
+        .await
+        .into_iter()
+        .map(|(k, v)| (k, v.len()))
+        .collect()
 }
 
 /// Every series matching `selector`: `name{point}` → (timestamp ms, value) pairs. Several
 /// export lines of one series are merged.
-pub async fn vm_export(base: &str, selector: &str) -> std::collections::BTreeMap<String, Vec<(i64, f64)>> {
+pub async fn vm_export(
+    base: &str,
+    selector: &str,
+) -> std::collections::BTreeMap<String, Vec<(i64, f64)>> {
     let http = reqwest::Client::new();
-    let _ = http.get(format!("{base}/internal/force_flush")).send().await;
+    let _ = http
+        .get(format!("{base}/internal/force_flush"))
+        .send()
+        .await;
     let body = http
         .get(format!("{base}/api/v1/export"))
         .query(&[("match[]", selector)])
@@ -473,7 +507,10 @@ pub async fn vm_wait_counts(
 
 /// What the store holds, in the same keys as [`vm_counts`]: `{kind}_value{tag}` counts readings
 /// with a value, `{kind}_quality{tag}` counts every reading. `kinds` maps tag → kind.
-pub fn store_counts(data_dir: &Path, kinds: &[(&str, &str)]) -> std::collections::BTreeMap<String, usize> {
+pub fn store_counts(
+    data_dir: &Path,
+    kinds: &[(&str, &str)],
+) -> std::collections::BTreeMap<String, usize> {
     let db = rusqlite::Connection::open(data_dir.join("sentinel.db")).unwrap();
     let mut out = std::collections::BTreeMap::new();
     for (tag, kind) in kinds {
@@ -496,7 +533,10 @@ pub fn store_counts(data_dir: &Path, kinds: &[(&str, &str)]) -> std::collections
 
 /// A site id no other test (or earlier run against the same VictoriaMetrics) uses.
 pub fn unique_site(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
@@ -505,7 +545,10 @@ impl PyModbusDevice {
     pub async fn write_registers_unit(&self, unit: u8, address: u16, values: &[u16]) {
         use tokio_modbus::prelude::*;
         let mut ctx = tcp::connect_slave(self.addr(), Slave(unit)).await.unwrap();
-        ctx.write_multiple_registers(address, values).await.unwrap().unwrap();
+        ctx.write_multiple_registers(address, values)
+            .await
+            .unwrap()
+            .unwrap();
         let _ = ctx.disconnect().await;
     }
 
@@ -513,7 +556,10 @@ impl PyModbusDevice {
     pub async fn write_coils_unit(&self, unit: u8, address: u16, values: &[bool]) {
         use tokio_modbus::prelude::*;
         let mut ctx = tcp::connect_slave(self.addr(), Slave(unit)).await.unwrap();
-        ctx.write_multiple_coils(address, values).await.unwrap().unwrap();
+        ctx.write_multiple_coils(address, values)
+            .await
+            .unwrap()
+            .unwrap();
         let _ = ctx.disconnect().await;
     }
 }
@@ -521,14 +567,23 @@ impl PyModbusDevice {
 impl Sentinel {
     /// `/metrics` as text.
     pub async fn metrics_text(&self) -> String {
-        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// The value of one sample line of `/metrics` (`name{labels}`), if present.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         let text = self.metrics_text().await;
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
     }
 }
 
@@ -560,7 +615,12 @@ impl SerialPair {
             async move { ready.then_some(()) }
         })
         .await;
-        Some(SerialPair { child, _dir: dir, a, b })
+        Some(SerialPair {
+            child,
+            _dir: dir,
+            a,
+            b,
+        })
     }
 
     pub async fn stop(mut self) {

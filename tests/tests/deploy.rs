@@ -6,7 +6,8 @@ use std::process::Command;
 use sentinel_tests::sentinel_bin;
 
 fn unit() -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/sentinel.service");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/sentinel.service");
     std::fs::read_to_string(path).unwrap()
 }
 
@@ -30,8 +31,16 @@ fn exec_start_pre_accepts_every_example_config() {
         }
         // The unit's own command line, with this build's binary and the example in place.
         words[config_at] = path.display().to_string();
-        let out = Command::new(sentinel_bin()).args(&words[1..]).output().unwrap();
-        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(sentinel_bin())
+            .args(&words[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         checked += 1;
     }
     assert!(checked >= 5, "the demo and one example per sector");
@@ -42,7 +51,11 @@ fn exec_start_pre_refuses_a_broken_config_so_systemd_does_not_start_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.toml");
     std::fs::write(&path, "[site]\nid = \"x\"\n[[points]]\ntag = \"A\"\n").unwrap();
-    let out = Command::new(sentinel_bin()).args(["check", "-c"]).arg(&path).output().unwrap();
+    let out = Command::new(sentinel_bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
 

@@ -266,35 +266,62 @@ async fn api_refuses_bad_requests_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_outage_delays_but_loses_nothing() {
-    let Some(device) = PyModbusDevice::start(&[]).await else { return };
+    let Some(device) = PyModbusDevice::start(&[]).await else {
+        return;
+    };
     let hook = WebhookReceiver::start().await;
-    hook.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    hook.failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let sentinel = Sentinel::start(&config(device.port, &hook.url())).await;
     let t = Duration::from_secs(10);
 
     // Three transitions happen while the receiver answers 503.
     device.write_register(10, 60).await;
-    wait_for("an active alarm", t, || async { alarms_of(&sentinel, "active", "TT-1").await.into_iter().next() }).await;
+    wait_for("an active alarm", t, || async {
+        alarms_of(&sentinel, "active", "TT-1")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
     device.write_register(10, 10).await;
     wait_for("the alarm returned", t, || async {
-        alarms_of(&sentinel, "open", "TT-1").await.into_iter().find(|a| a["state"] == "returned_unacked")
+        alarms_of(&sentinel, "open", "TT-1")
+            .await
+            .into_iter()
+            .find(|a| a["state"] == "returned_unacked")
     })
     .await;
     let metrics = wait_for("failed deliveries counted", t, || async {
-        let m = sentinel.http.get(sentinel.url("/metrics")).send().await.ok()?.text().await.ok()?;
-        m.contains("sentinel_deliveries_total{channel=\"webhook:receiver\",outcome=\"failed\"}").then_some(m)
+        let m = sentinel
+            .http
+            .get(sentinel.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.contains("sentinel_deliveries_total{channel=\"webhook:receiver\",outcome=\"failed\"}")
+            .then_some(m)
     })
     .await;
     assert!(metrics.contains("sentinel_outbox_pending{channel=\"webhook:receiver\"}"));
     assert!(hook.bodies().is_empty());
 
     // The receiver comes back: both events arrive, once each, in order.
-    hook.failing.store(false, std::sync::atomic::Ordering::SeqCst);
-    hook.wait_event("TT-1", "cleared", Duration::from_secs(15)).await;
+    hook.failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    hook.wait_event("TT-1", "cleared", Duration::from_secs(15))
+        .await;
     let bodies = hook.bodies();
-    let transitions: Vec<&str> = bodies.iter().map(|b| b["transition"].as_str().unwrap()).collect();
+    let transitions: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["transition"].as_str().unwrap())
+        .collect();
     assert_eq!(transitions, vec!["raised", "cleared"]);
-    let ids: std::collections::HashSet<&str> = bodies.iter().map(|b| b["id"].as_str().unwrap()).collect();
+    let ids: std::collections::HashSet<&str> =
+        bodies.iter().map(|b| b["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), bodies.len(), "no duplicates");
 
     let (code, _) = sentinel.terminate().await;
@@ -304,13 +331,21 @@ async fn webhook_outage_delays_but_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_open_alarms_and_the_journal_verifies() {
-    let Some(device) = PyModbusDevice::start(&[]).await else { return };
+    let Some(device) = PyModbusDevice::start(&[]).await else {
+        return;
+    };
     let hook = WebhookReceiver::start().await;
     let cfg = config(device.port, &hook.url());
     let sentinel = Sentinel::start(&cfg).await;
     let t = Duration::from_secs(10);
     device.write_register(10, 70).await;
-    let first = wait_for("an active alarm", t, || async { alarms_of(&sentinel, "active", "TT-1").await.into_iter().next() }).await;
+    let first = wait_for("an active alarm", t, || async {
+        alarms_of(&sentinel, "active", "TT-1")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
     hook.wait_event("TT-1", "raised", t).await;
     let (code, dir) = sentinel.terminate().await;
     assert_eq!(code, Some(0));
@@ -320,8 +355,15 @@ async fn restart_resumes_open_alarms_and_the_journal_verifies() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let active = alarms_of(&sentinel, "active", "TT-1").await;
     assert_eq!(active.len(), 1);
-    assert_eq!(active[0]["alarm_id"], first["alarm_id"], "the open alarm was restored, not raised again");
-    let raised = hook.bodies().iter().filter(|b| b["transition"] == "raised" && b["point"] == "TT-1").count();
+    assert_eq!(
+        active[0]["alarm_id"], first["alarm_id"],
+        "the open alarm was restored, not raised again"
+    );
+    let raised = hook
+        .bodies()
+        .iter()
+        .filter(|b| b["transition"] == "raised" && b["point"] == "TT-1")
+        .count();
     assert_eq!(raised, 1, "no duplicate announcement after restart");
     device.write_register(10, 10).await;
     hook.wait_event("TT-1", "cleared", t).await;
@@ -334,12 +376,20 @@ async fn restart_resumes_open_alarms_and_the_journal_verifies() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("journal intact"), "{stdout}");
 
     // Edit one record: verify names it and fails.
     let db = rusqlite::Connection::open(dir.path().join("data/sentinel.db")).unwrap();
-    db.execute("UPDATE journal SET body = replace(body, 'raised', 'cleared') WHERE seq = 1", []).unwrap();
+    db.execute(
+        "UPDATE journal SET body = replace(body, 'raised', 'cleared') WHERE seq = 1",
+        [],
+    )
+    .unwrap();
     drop(db);
     let out = std::process::Command::new(sentinel_tests::sentinel_bin())
         .args(["journal", "verify", "--data-dir"])

@@ -127,10 +127,19 @@ impl Hub {
             .unwrap();
         let addr = wait_for("the hub to listen", Duration::from_secs(20), || {
             let ready = ready.clone();
-            async move { std::fs::read_to_string(&ready).ok().filter(|s| !s.is_empty()) }
+            async move {
+                std::fs::read_to_string(&ready)
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            }
         })
         .await;
-        Hub { child, addr, http: reqwest::Client::new(), _dir: dir }
+        Hub {
+            child,
+            addr,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
     }
 
     fn log(&self) -> String {
@@ -138,7 +147,14 @@ impl Hub {
     }
 
     async fn get(&self, path: &str) -> Option<Value> {
-        self.http.get(format!("http://{}{path}", self.addr)).send().await.ok()?.json().await.ok()
+        self.http
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
     }
 
     async fn site(&self, id: &str) -> Option<Value> {
@@ -149,12 +165,17 @@ impl Hub {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_follows_three_gateways_through_changes_kills_and_outages() {
-    let Some(mut broker) = Mosquitto::start("allow_anonymous true").await else { return };
-    let Some(device) = PyModbusDevice::start(&[]).await else { return };
+    let Some(mut broker) = Mosquitto::start("allow_anonymous true").await else {
+        return;
+    };
+    let Some(device) = PyModbusDevice::start(&[]).await else {
+        return;
+    };
     device.write_registers(10, &[5, 5, 5]).await;
     let mut gateways = Vec::new();
     for (i, site) in ["site-1", "site-2", "site-3"].iter().enumerate() {
-        gateways.push(Sentinel::start(&gateway(site, device.port, 10 + i as u16, broker.port)).await);
+        gateways
+            .push(Sentinel::start(&gateway(site, device.port, 10 + i as u16, broker.port)).await);
     }
     let hub = Hub::start(&hub_config(broker.port)).await;
     let t = Duration::from_secs(15);
@@ -175,17 +196,39 @@ async fn hub_follows_three_gateways_through_changes_kills_and_outages() {
     // A second-level gas alarm at site 2: the hub shows the colour within 2 s.
     let changed = Instant::now();
     device.write_register(11, 60).await;
-    let s = wait_for("site-2 turns red at the hub", Duration::from_secs(5), || async {
-        let s = hub.site("site-2").await?;
-        (s["colour"] == "red").then_some(s)
-    })
+    let s = wait_for(
+        "site-2 turns red at the hub",
+        Duration::from_secs(5),
+        || async {
+            let s = hub.site("site-2").await?;
+            (s["colour"] == "red").then_some(s)
+        },
+    )
     .await;
     let took = changed.elapsed();
-    assert!(took < Duration::from_secs(2), "the hub showed the change after {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the hub showed the change after {took:?}"
+    );
     assert!(s["unacknowledged"].as_u64().unwrap() >= 1, "{s}");
     let detail = hub.get("/api/v1/sites/site-2").await.unwrap();
-    assert!(detail["alarms"].as_array().unwrap().iter().any(|a| a["point"] == "GT-1"), "{detail}");
-    let map = hub.http.get(format!("http://{}/", hub.addr)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        detail["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["point"] == "GT-1"),
+        "{detail}"
+    );
+    let map = hub
+        .http
+        .get(format!("http://{}/", hub.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(map.contains("Regional risk map"));
 
     // Gateway 3 is killed: its site goes grey (Last Will, or silence) and an offline alarm rises.
@@ -197,14 +240,24 @@ async fn hub_follows_three_gateways_through_changes_kills_and_outages() {
     })
     .await;
     let offline = hub.get("/api/v1/offline").await.unwrap();
-    assert!(offline.as_array().unwrap().iter().any(|o| o["site"] == "site-3"), "{offline}");
+    assert!(
+        offline
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["site"] == "site-3"),
+        "{offline}"
+    );
 
     // The broker goes down; site 1 raises an alarm meanwhile; nothing is lost once it is back.
     broker.stop().await;
     device.write_register(10, 70).await;
     wait_for("site-1 raises its alarm locally", t, || async {
         let a = gateways[0].get("/api/v1/alarms?state=active").await;
-        a.as_array()?.iter().find(|a| a["point"] == "GT-1" && a["level"] == "HH").cloned()
+        a.as_array()?
+            .iter()
+            .find(|a| a["point"] == "GT-1" && a["level"] == "HH")
+            .cloned()
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -212,7 +265,11 @@ async fn hub_follows_three_gateways_through_changes_kills_and_outages() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let arrived = loop {
         let found = hub.get("/api/v1/alarms").await.and_then(|alarms| {
-            alarms.as_array()?.iter().find(|a| a["site"] == "site-1" && a["level"] == "HH").cloned()
+            alarms
+                .as_array()?
+                .iter()
+                .find(|a| a["site"] == "site-1" && a["level"] == "HH")
+                .cloned()
         });
         if let Some(a) = found {
             break a;
@@ -220,9 +277,20 @@ async fn hub_follows_three_gateways_through_changes_kills_and_outages() {
         assert!(
             Instant::now() < deadline,
             "site-1's alarm did not reach the hub after the outage.\n--- gateway:\n{}\n--- hub:\n{}\n--- broker:\n{}",
-            gateways[0].log().lines().filter(|l| !l.contains("DEBUG")).collect::<Vec<_>>().join("\n"),
+            gateways[0]
+                .log()
+                .lines()
+                .filter(|l| !l.contains("DEBUG"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             hub.log(),
-            broker.log().lines().rev().take(60).collect::<Vec<_>>().join("\n")
+            broker
+                .log()
+                .lines()
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };

@@ -551,7 +551,9 @@ status_interval_secs = 60
         (v["open_alarms"] == 1).then_some(v)
     })
     .await;
-    assert_eq!(status["colour"], "orange", "{status}");
+    // The site (blue, no risk units: one implicit unit) steps up one colour for a first-level
+    // alarm: the risk map's rule, the same on the console, the API and the uplink.
+    assert_eq!(status["colour"], "yellow", "{status}");
     assert!(s.is_running(), "{}", broker.log());
     alarms.stop().await;
     let (code, _) = s.terminate().await;

@@ -78,11 +78,19 @@ pub fn router(state: AppState) -> Router {
 /// The whole HTTP application: this router, the people's (tickets, e-mail links) and the
 /// layers every route shares: the token policy on `/api/v1` (see `auth::authorize`), the body
 /// limit, and a deadline for answering.
-pub fn app(state: AppState, people: Router, auth: auth::AuthState, request_timeout: Duration) -> Router {
+pub fn app(
+    state: AppState,
+    people: Router,
+    auth: auth::AuthState,
+    request_timeout: Duration,
+) -> Router {
     router(state)
         .merge(people)
         .layer(axum::middleware::from_fn_with_state(auth, auth::authorize))
-        .layer(axum::middleware::from_fn_with_state(request_timeout, deadline))
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            deadline,
+        ))
         .layer(axum::middleware::from_fn(declared_size))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
@@ -99,7 +107,11 @@ async fn declared_size(req: Request, next: Next) -> Response {
         // Read (and drop) a moderately oversized body first: a client still sending when the
         // answer comes would see a reset connection rather than the 413.
         if declared.is_some_and(|n| n <= DRAIN_LIMIT as u64) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), axum::body::to_bytes(req.into_body(), DRAIN_LIMIT)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                axum::body::to_bytes(req.into_body(), DRAIN_LIMIT),
+            )
+            .await;
         }
         return ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -250,7 +262,11 @@ async fn alarms(
     let priorities: Option<Vec<String>> = match &query.priority {
         None => None,
         Some(list) => {
-            let wanted: Vec<String> = list.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+            let wanted: Vec<String> = list
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect();
             if let Some(bad) = wanted.iter().find(|p| !PRIORITIES.contains(&p.as_str())) {
                 return Err(ApiError(
                     StatusCode::BAD_REQUEST,
@@ -264,7 +280,11 @@ async fn alarms(
     let alarms: Vec<_> = ask(&state, |tx| Command::Alarms(filter, tx))
         .await?
         .into_iter()
-        .filter(|a| priorities.as_ref().is_none_or(|p| p.iter().any(|p| p == a.priority)))
+        .filter(|a| {
+            priorities
+                .as_ref()
+                .is_none_or(|p| p.iter().any(|p| p == a.priority))
+        })
         .filter(|a| query.point.as_ref().is_none_or(|p| *p == a.point))
         .filter(|a| query.area.as_ref().is_none_or(|area| *area == a.area))
         .filter(|a| query.kind.as_ref().is_none_or(|k| k == a.kind))
@@ -300,7 +320,10 @@ async fn acknowledge(
     let by = by.filter(|b| !b.trim().is_empty());
     // With a token, the token's owner is on record; a different `by` (a shared console) is
     // kept beside it, never instead of it.
-    let by = match (caller.map(|Extension(c)| c.name).filter(|n| n != "local"), by) {
+    let by = match (
+        caller.map(|Extension(c)| c.name).filter(|n| n != "local"),
+        by,
+    ) {
         (Some(token), Some(by)) if by != token => format!("{by} ({token})"),
         (Some(token), _) => token,
         (None, Some(by)) => by,
@@ -367,10 +390,20 @@ fn downsample(rows: &[crate::store::StoredReading], from: i64, bucket_ms: i64) -
                 b.mean = sum / f64::from(b.count);
             }
             sum = 0.0;
-            out.push(Bucket { start_ms: start, count: 0, min: f64::INFINITY, max: f64::NEG_INFINITY, mean: 0.0, bad: 0 });
+            out.push(Bucket {
+                start_ms: start,
+                count: 0,
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                mean: 0.0,
+                bad: 0,
+            });
         }
         let Some(b) = out.last_mut() else { continue };
-        let usable = !matches!(r.quality, "comm_lost" | "device_exception" | "sensor_fault" | "bad_value" | "unknown");
+        let usable = !matches!(
+            r.quality,
+            "comm_lost" | "device_exception" | "sensor_fault" | "bad_value" | "unknown"
+        );
         match r.value.filter(|v| v.is_finite() && usable) {
             Some(v) => {
                 b.count += 1;
@@ -412,7 +445,9 @@ async fn history(
     let to = q.to_ms.unwrap_or_else(drivers::now_millis);
     let from = q.from_ms.unwrap_or(to.saturating_sub(3_600_000));
     if from < 0 || to < 0 {
-        return Err(bad_request("from_ms and to_ms are milliseconds since 1970 and cannot be negative"));
+        return Err(bad_request(
+            "from_ms and to_ms are milliseconds since 1970 and cannot be negative",
+        ));
     }
     if from > to {
         return Err(bad_request("from_ms is after to_ms"));
@@ -464,15 +499,35 @@ mod tests {
     use crate::store::StoredReading;
 
     fn r(ts_ms: i64, value: f64, quality: &'static str) -> StoredReading {
-        StoredReading { ts_ms, value: Some(value), quality }
+        StoredReading {
+            ts_ms,
+            value: Some(value),
+            quality,
+        }
     }
 
     #[test]
     fn buckets_hold_min_max_mean_of_usable_readings() {
-        let rows = [r(1000, 1.0, "good"), r(1500, 3.0, "good"), r(1900, 99.0, "comm_lost"), r(2100, 5.0, "stale"), r(4000, 7.0, "bad_value")];
+        let rows = [
+            r(1000, 1.0, "good"),
+            r(1500, 3.0, "good"),
+            r(1900, 99.0, "comm_lost"),
+            r(2100, 5.0, "stale"),
+            r(4000, 7.0, "bad_value"),
+        ];
         let b = downsample(&rows, 1000, 1000);
         assert_eq!(b.len(), 3);
-        assert_eq!((b[0].start_ms, b[0].count, b[0].min, b[0].max, b[0].mean, b[0].bad), (1000, 2, 1.0, 3.0, 2.0, 1));
+        assert_eq!(
+            (
+                b[0].start_ms,
+                b[0].count,
+                b[0].min,
+                b[0].max,
+                b[0].mean,
+                b[0].bad
+            ),
+            (1000, 2, 1.0, 3.0, 2.0, 1)
+        );
         assert_eq!((b[1].start_ms, b[1].count, b[1].mean), (2000, 1, 5.0));
         assert_eq!((b[2].start_ms, b[2].count, b[2].bad), (4000, 0, 1));
         assert!(b[2].mean.is_nan());

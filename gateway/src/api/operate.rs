@@ -16,12 +16,24 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/alarms/{id}/shelve", post(shelve))
         .route("/api/v1/alarms/{id}/unshelve", post(unshelve))
         .route("/api/v1/alarms/{id}/reset", post(reset))
-        .route("/api/v1/points/{tag}/out-of-service", post(point_out_of_service))
-        .route("/api/v1/points/{tag}/return-to-service", post(point_return_to_service))
+        .route(
+            "/api/v1/points/{tag}/out-of-service",
+            post(point_out_of_service),
+        )
+        .route(
+            "/api/v1/points/{tag}/return-to-service",
+            post(point_return_to_service),
+        )
         .route("/api/v1/points/{tag}/suppress", post(point_suppress))
         .route("/api/v1/points/{tag}/unsuppress", post(point_unsuppress))
-        .route("/api/v1/devices/{name}/out-of-service", post(device_out_of_service))
-        .route("/api/v1/devices/{name}/return-to-service", post(device_return_to_service))
+        .route(
+            "/api/v1/devices/{name}/out-of-service",
+            post(device_out_of_service),
+        )
+        .route(
+            "/api/v1/devices/{name}/return-to-service",
+            post(device_return_to_service),
+        )
         .route("/api/v1/modes", get(modes))
         .route("/api/v1/risk", get(risk))
         .route("/api/v1/kpi", get(kpi))
@@ -42,31 +54,53 @@ struct ActionBody {
     for_secs: Option<u64>,
 }
 
-fn body(body: Result<Json<ActionBody>, axum::extract::rejection::JsonRejection>) -> Result<ActionBody, ApiError> {
+fn body(
+    body: Result<Json<ActionBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<ActionBody, ApiError> {
     let Json(b) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     if b.by.trim().is_empty() || b.reason.trim().is_empty() {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "by and reason are required".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "by and reason are required".into(),
+        ));
     }
     if b.by.len() > 200 || b.reason.len() > 4000 {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "by or reason is too long".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "by or reason is too long".into(),
+        ));
     }
     Ok(b)
 }
 
 fn alarm_id(id: &str) -> Result<u64, ApiError> {
-    id.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{id:?} is not an alarm id")))
+    id.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not an alarm id"),
+        )
+    })
 }
 
 fn until(b: &ActionBody) -> Result<Option<i64>, ApiError> {
     match (b.until_ms, b.for_secs) {
-        (Some(_), Some(_)) => Err(ApiError(StatusCode::BAD_REQUEST, "give until_ms or for_secs, not both".into())),
+        (Some(_), Some(_)) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "give until_ms or for_secs, not both".into(),
+        )),
         (Some(t), None) => Ok(Some(t)),
-        (None, Some(s)) => Ok(Some(drivers::now_millis().saturating_add((s.min(u64::MAX / 2000) * 1000) as i64))),
+        (None, Some(s)) => Ok(Some(
+            drivers::now_millis().saturating_add((s.min(u64::MAX / 2000) * 1000) as i64),
+        )),
         (None, None) => Ok(None),
     }
 }
 
-async fn operate(state: &AppState, action: Action, by: String) -> Result<Json<serde_json::Value>, ApiError> {
+async fn operate(
+    state: &AppState,
+    action: Action,
+    by: String,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let result = ask(state, |reply| Command::Operate { action, by, reply }).await?;
     match result {
         Ok(alarm) => Ok(Json(serde_json::json!({ "ok": true, "alarm": alarm }))),
@@ -78,56 +112,170 @@ async fn operate(state: &AppState, action: Action, by: String) -> Result<Json<se
 
 type Body = Result<Json<ActionBody>, axum::extract::rejection::JsonRejection>;
 
-async fn shelve(State(s): State<AppState>, Path(id): Path<String>, b: Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn shelve(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (id, b) = (alarm_id(&id)?, body(b)?);
-    let secs = b.duration_secs.ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "duration_secs is required".into()))?;
+    let secs = b
+        .duration_secs
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "duration_secs is required".into()))?;
     let duration_ms = (secs.min(u64::MAX / 2000) * 1000) as i64;
-    operate(&s, Action::Shelve { id, duration_ms, reason: b.reason }, b.by).await
+    operate(
+        &s,
+        Action::Shelve {
+            id,
+            duration_ms,
+            reason: b.reason,
+        },
+        b.by,
+    )
+    .await
 }
 
-async fn unshelve(State(s): State<AppState>, Path(id): Path<String>, b: Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn unshelve(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (id, b) = (alarm_id(&id)?, body(b)?);
-    operate(&s, Action::Unshelve { id, reason: b.reason }, b.by).await
+    operate(
+        &s,
+        Action::Unshelve {
+            id,
+            reason: b.reason,
+        },
+        b.by,
+    )
+    .await
 }
 
-async fn reset(State(s): State<AppState>, Path(id): Path<String>, b: Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn reset(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (id, b) = (alarm_id(&id)?, body(b)?);
-    operate(&s, Action::Reset { id, reason: b.reason }, b.by).await
+    operate(
+        &s,
+        Action::Reset {
+            id,
+            reason: b.reason,
+        },
+        b.by,
+    )
+    .await
 }
 
-async fn out_of_service(s: AppState, target: Target, b: Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn out_of_service(
+    s: AppState,
+    target: Target,
+    b: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let b = body(b)?;
-    let until = until(&b)?.ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "until_ms or for_secs is required".into()))?;
-    operate(&s, Action::OutOfService { target, until, reason: b.reason }, b.by).await
+    let until = until(&b)?.ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "until_ms or for_secs is required".into(),
+        )
+    })?;
+    operate(
+        &s,
+        Action::OutOfService {
+            target,
+            until,
+            reason: b.reason,
+        },
+        b.by,
+    )
+    .await
 }
 
-async fn point_out_of_service(State(s): State<AppState>, Path(tag): Path<String>, b: Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn point_out_of_service(
+    State(s): State<AppState>,
+    Path(tag): Path<String>,
+    b: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     out_of_service(s, Target::Point(tag), b).await
 }
 
-async fn device_out_of_service(State(s): State<AppState>, Path(name): Path<String>, b: Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn device_out_of_service(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    b: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     out_of_service(s, Target::Device(name), b).await
 }
 
-async fn point_return_to_service(State(s): State<AppState>, Path(tag): Path<String>, b: Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn point_return_to_service(
+    State(s): State<AppState>,
+    Path(tag): Path<String>,
+    b: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let b = body(b)?;
-    operate(&s, Action::ReturnToService { target: Target::Point(tag), reason: b.reason }, b.by).await
+    operate(
+        &s,
+        Action::ReturnToService {
+            target: Target::Point(tag),
+            reason: b.reason,
+        },
+        b.by,
+    )
+    .await
 }
 
-async fn device_return_to_service(State(s): State<AppState>, Path(name): Path<String>, b: Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn device_return_to_service(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    b: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let b = body(b)?;
-    operate(&s, Action::ReturnToService { target: Target::Device(name), reason: b.reason }, b.by).await
+    operate(
+        &s,
+        Action::ReturnToService {
+            target: Target::Device(name),
+            reason: b.reason,
+        },
+        b.by,
+    )
+    .await
 }
 
-async fn point_suppress(State(s): State<AppState>, Path(tag): Path<String>, b: Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn point_suppress(
+    State(s): State<AppState>,
+    Path(tag): Path<String>,
+    b: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let b = body(b)?;
     let until = until(&b)?;
-    operate(&s, Action::Suppress { target: Target::Point(tag), until, reason: b.reason }, b.by).await
+    operate(
+        &s,
+        Action::Suppress {
+            target: Target::Point(tag),
+            until,
+            reason: b.reason,
+        },
+        b.by,
+    )
+    .await
 }
 
-async fn point_unsuppress(State(s): State<AppState>, Path(tag): Path<String>, b: Body) -> Result<Json<serde_json::Value>, ApiError> {
+async fn point_unsuppress(
+    State(s): State<AppState>,
+    Path(tag): Path<String>,
+    b: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let b = body(b)?;
-    operate(&s, Action::Unsuppress { target: Target::Point(tag), reason: b.reason }, b.by).await
+    operate(
+        &s,
+        Action::Unsuppress {
+            target: Target::Point(tag),
+            reason: b.reason,
+        },
+        b.by,
+    )
+    .await
 }
 
 async fn modes(State(s): State<AppState>) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
@@ -142,6 +290,8 @@ async fn kpi(State(s): State<AppState>) -> Result<Json<alert_rules::kpi::KpiSnap
     Ok(Json(ask(&s, Command::Kpi).await?))
 }
 
-async fn status(State(s): State<AppState>) -> Result<Json<crate::engine_task::SiteStatus>, ApiError> {
+async fn status(
+    State(s): State<AppState>,
+) -> Result<Json<crate::engine_task::SiteStatus>, ApiError> {
     Ok(Json(ask(&s, Command::Status).await?))
 }

@@ -127,13 +127,26 @@ mod tests {
     use super::*;
 
     fn entry(body: &str) -> JournalEntry {
-        JournalEntry { event_id: "e1".into(), seq: 0, at: 0, body: body.into(), alarm: None, notify: false }
+        JournalEntry {
+            event_id: "e1".into(),
+            seq: 0,
+            at: 0,
+            body: body.into(),
+            alarm: None,
+            notify: false,
+        }
     }
 
     #[test]
     fn journal_records_are_named_by_their_kind() {
-        assert_eq!(event_name(&entry(r#"{"kind":"mode","scope":"TT-1"}"#)), "mode");
-        assert_eq!(event_name(&entry(r#"{"kind":"risk_colour","unit":"tank"}"#)), "risk_colour");
+        assert_eq!(
+            event_name(&entry(r#"{"kind":"mode","scope":"TT-1"}"#)),
+            "mode"
+        );
+        assert_eq!(
+            event_name(&entry(r#"{"kind":"risk_colour","unit":"tank"}"#)),
+            "risk_colour"
+        );
         assert_eq!(event_name(&entry(r#"{"kind":"comment"}"#)), "comment");
         assert_eq!(event_name(&entry(r#"{"kind":"reload"}"#)), "journal");
         assert_eq!(event_name(&entry("not json")), "journal");

@@ -108,8 +108,20 @@ fn from_value(value: Value) -> Result<Config, ConfigErrors> {
         )]));
     };
     const SECTIONS: &[&str] = &[
-        "site", "store", "http", "engine", "devices", "points", "notify", "upstream",
-        "conditions", "risk_units", "contacts", "responsibility", "tickets", "security",
+        "site",
+        "store",
+        "http",
+        "engine",
+        "devices",
+        "points",
+        "notify",
+        "upstream",
+        "conditions",
+        "risk_units",
+        "contacts",
+        "responsibility",
+        "tickets",
+        "security",
     ];
     for key in top.keys() {
         if !SECTIONS.contains(&key.as_str()) {
@@ -136,9 +148,14 @@ fn from_value(value: Value) -> Result<Config, ConfigErrors> {
     let upstream = optional_section::<Upstream>("upstream", &mut top, &mut errors);
     let tickets = optional_section::<super::Tickets>("tickets", &mut top, &mut errors);
     let security = optional_section::<super::Security>("security", &mut top, &mut errors);
-    let (contacts, _) = list::<super::Contact>("contacts", top.remove("contacts"), &mut errors, |_| {});
-    let (responsibility, _) =
-        list::<super::Responsibility>("responsibility", top.remove("responsibility"), &mut errors, |_| {});
+    let (contacts, _) =
+        list::<super::Contact>("contacts", top.remove("contacts"), &mut errors, |_| {});
+    let (responsibility, _) = list::<super::Responsibility>(
+        "responsibility",
+        top.remove("responsibility"),
+        &mut errors,
+        |_| {},
+    );
     let raw_devices = top.remove("devices");
     // Names of devices that failed to parse: points naming them are not reported a second time.
     let mut broken_devices: Vec<String> = Vec::new();

@@ -257,7 +257,9 @@ impl Device {
                 max_registers_per_request: d.max_registers_per_request,
                 max_gap: d.max_gap,
                 address_base: d.address_base,
-                frame_gap_ms: d.frame_gap_ms.unwrap_or_else(|| serial_frame_gap_ms(d.baud_rate)),
+                frame_gap_ms: d
+                    .frame_gap_ms
+                    .unwrap_or_else(|| serial_frame_gap_ms(d.baud_rate)),
             },
             Device::Mqtt(_) => return None,
         };

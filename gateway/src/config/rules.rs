@@ -76,7 +76,11 @@ pub struct FaultConfig {
 
 impl Default for FaultConfig {
     fn default() -> Self {
-        FaultConfig { enabled: true, priority: Priority::Medium, on_delay_ms: five_seconds_ms() }
+        FaultConfig {
+            enabled: true,
+            priority: Priority::Medium,
+            on_delay_ms: five_seconds_ms(),
+        }
     }
 }
 

@@ -81,7 +81,10 @@ fn check_runtime(config: &Config, errors: &mut Vec<ConfigError>) {
         ));
     }
     if config.http.tls_cert.is_some() != config.http.tls_key.is_some() {
-        errors.push(err("http.tls_cert", "tls_cert and tls_key go together: give both or neither"));
+        errors.push(err(
+            "http.tls_cert",
+            "tls_cert and tls_key go together: give both or neither",
+        ));
     }
     if !(1..=10_000).contains(&config.http.max_event_streams) {
         errors.push(err("http.max_event_streams", "must be within 1..=10000"));
@@ -190,8 +193,12 @@ fn check_modbus_device(
 
 /// Devices that share a connection or bus must be told apart by unit id and agree on it.
 fn check_links(config: &Config, origin: &Origin, errors: &mut Vec<ConfigError>) {
-    let devices: Vec<(usize, &Device)> =
-        origin.device_index.iter().copied().zip(&config.devices).collect();
+    let devices: Vec<(usize, &Device)> = origin
+        .device_index
+        .iter()
+        .copied()
+        .zip(&config.devices)
+        .collect();
     for (n, &(i, device)) in devices.iter().enumerate() {
         let Some(o) = device.modbus() else { continue };
         for &(j, other) in &devices[..n] {
@@ -396,7 +403,10 @@ fn check_register(reg: &RegisterSpec, at: &dyn Fn(&str) -> String, errors: &mut 
         errors.push(err(at("offset"), "must be finite"));
     }
     if reg.signal == Signal::Ma4To20 && (is_bit_table || reg.data_type == DataType::Bool) {
-        errors.push(err(at("signal"), "\"4-20ma\" needs a numeric register, not a bit"));
+        errors.push(err(
+            at("signal"),
+            "\"4-20ma\" needs a numeric register, not a bit",
+        ));
     }
     if let Some(status) = &reg.status {
         if matches!(status.table, Table::Coil | Table::DiscreteInput) {

@@ -49,7 +49,10 @@ pub(super) fn check_device(
             "must be within 1..=broker.max_packet_bytes",
         ));
     }
-    if d.broker.mqtt_version == 5 && !d.broker.clean_session.unwrap_or(false) && d.broker.session_expiry_secs == 0 {
+    if d.broker.mqtt_version == 5
+        && !d.broker.clean_session.unwrap_or(false)
+        && d.broker.session_expiry_secs == 0
+    {
         errors.push(err(
             at("broker.session_expiry_secs"),
             "0 ends an MQTT 5 session at every disconnect, so messages sent while Sentinel is away are lost; set clean_session = true if that is meant",

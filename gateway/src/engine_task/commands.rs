@@ -32,15 +32,39 @@ pub enum Target {
 /// What an operator (or engineer) does to alarms.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Shelve { id: AlarmId, duration_ms: Millis, reason: String },
-    Unshelve { id: AlarmId, reason: String },
+    Shelve {
+        id: AlarmId,
+        duration_ms: Millis,
+        reason: String,
+    },
+    Unshelve {
+        id: AlarmId,
+        reason: String,
+    },
     /// Reset a latched alarm whose condition has returned.
-    Reset { id: AlarmId, reason: String },
-    OutOfService { target: Target, until: Millis, reason: String },
-    ReturnToService { target: Target, reason: String },
+    Reset {
+        id: AlarmId,
+        reason: String,
+    },
+    OutOfService {
+        target: Target,
+        until: Millis,
+        reason: String,
+    },
+    ReturnToService {
+        target: Target,
+        reason: String,
+    },
     /// Suppress by design (an engineer standing in for a plant-state condition).
-    Suppress { target: Target, until: Option<Millis>, reason: String },
-    Unsuppress { target: Target, reason: String },
+    Suppress {
+        target: Target,
+        until: Option<Millis>,
+        reason: String,
+    },
+    Unsuppress {
+        target: Target,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,9 +81,9 @@ impl From<CommandError> for OperateError {
     fn from(e: CommandError) -> Self {
         match e {
             e if e.is_not_found() => OperateError::NotFound(e.to_string()),
-            e @ (CommandError::InvalidUntil { .. } | CommandError::MissingOperator | CommandError::MissingReason) => {
-                OperateError::Invalid(e.to_string())
-            }
+            e @ (CommandError::InvalidUntil { .. }
+            | CommandError::MissingOperator
+            | CommandError::MissingReason) => OperateError::Invalid(e.to_string()),
             e => OperateError::Conflict(e.to_string()),
         }
     }
@@ -70,18 +94,34 @@ pub enum Command {
     Points(oneshot::Sender<Vec<PointView>>),
     Alarms(AlarmFilter, oneshot::Sender<Vec<AlarmJson>>),
     /// Answered once the acknowledgement is durable.
-    Acknowledge { id: AlarmId, by: String, comment: Option<String>, reply: oneshot::Sender<Result<AlarmJson, CommandError>> },
+    Acknowledge {
+        id: AlarmId,
+        by: String,
+        comment: Option<String>,
+        reply: oneshot::Sender<Result<AlarmJson, CommandError>>,
+    },
     /// Answered once the change is durable, with the alarm it touched (if one).
-    Operate { action: Action, by: String, reply: oneshot::Sender<Result<Option<AlarmJson>, OperateError>> },
+    Operate {
+        action: Action,
+        by: String,
+        reply: oneshot::Sender<Result<Option<AlarmJson>, OperateError>>,
+    },
     /// Shelving, suppression and out-of-service in force.
     Modes(oneshot::Sender<Vec<serde_json::Value>>),
     Risk(oneshot::Sender<RiskView>),
     Kpi(oneshot::Sender<alert_rules::kpi::KpiSnapshot>),
     Status(oneshot::Sender<SiteStatus>),
     /// Swap in a new configuration (the drivers are stopped meanwhile). Journaled with `by`.
-    Reload { plant: std::sync::Arc<crate::plant::Plant>, by: String, reply: oneshot::Sender<super::ReloadSummary> },
+    Reload {
+        plant: std::sync::Arc<crate::plant::Plant>,
+        by: String,
+        reply: oneshot::Sender<super::ReloadSummary>,
+    },
     /// Append a record to the journal (for example a refused reload).
-    Record { body: serde_json::Value, reply: oneshot::Sender<()> },
+    Record {
+        body: serde_json::Value,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 impl State {
@@ -94,13 +134,23 @@ impl State {
             Command::Alarms(filter, reply) => {
                 let _ = reply.send(self.alarms(engine, filter));
             }
-            Command::Acknowledge { id, by, comment, reply } => {
-                let result = engine.acknowledge(id, &by, comment.as_deref(), now_millis(), &mut self.events);
+            Command::Acknowledge {
+                id,
+                by,
+                comment,
+                reply,
+            } => {
+                let result =
+                    engine.acknowledge(id, &by, comment.as_deref(), now_millis(), &mut self.events);
                 match result {
                     Ok(()) => {
-                        let alarm = engine.open_alarm_by_id(id).or_else(|| engine.recent_alarms().find(|a| a.id == id));
+                        let alarm = engine
+                            .open_alarm_by_id(id)
+                            .or_else(|| engine.recent_alarms().find(|a| a.id == id));
                         let alarm = alarm.map(|a| AlarmJson::new(&self.plant, a));
-                        return self.reply_when_durable(reply, alarm.ok_or(CommandError::UnknownAlarm(id))).await;
+                        return self
+                            .reply_when_durable(reply, alarm.ok_or(CommandError::UnknownAlarm(id)))
+                            .await;
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -146,7 +196,16 @@ impl State {
             Command::Record { body, reply } => {
                 let now = now_millis();
                 self.batch.events.push(crate::store::JournalEntry {
-                    event_id: body["id"].as_str().map_or_else(|| format!("{}-record-{now}-{:016x}", self.plant.site.id, fastrand::u64(..)), str::to_owned),
+                    event_id: body["id"].as_str().map_or_else(
+                        || {
+                            format!(
+                                "{}-record-{now}-{:016x}",
+                                self.plant.site.id,
+                                fastrand::u64(..)
+                            )
+                        },
+                        str::to_owned,
+                    ),
                     seq: 0,
                     at: now,
                     body: body.to_string(),
@@ -156,7 +215,9 @@ impl State {
                 return self.reply_when_durable(reply, ()).await;
             }
             Command::Reload { plant, by, reply } => {
-                let Some((next, summary)) = self.reload(engine, plant, &by).await else { return false };
+                let Some((next, summary)) = self.reload(engine, plant, &by).await else {
+                    return false;
+                };
                 *engine = next;
                 tracing::info!(
                     by = %summary.by,
@@ -173,7 +234,11 @@ impl State {
 
     /// Commit what the command produced, then answer. The engine does not wait for the disk:
     /// a small task waits for the commit and replies.
-    async fn reply_when_durable<T: Send + 'static>(&mut self, reply: oneshot::Sender<T>, value: T) -> bool {
+    async fn reply_when_durable<T: Send + 'static>(
+        &mut self,
+        reply: oneshot::Sender<T>,
+        value: T,
+    ) -> bool {
         let (done_tx, done_rx) = oneshot::channel();
         if !self.flush(Some(done_tx)).await {
             return false;
@@ -191,9 +256,18 @@ impl State {
         let open = engine.open_alarms().iter();
         let mut list: Vec<AlarmJson> = match filter {
             AlarmFilter::Open => open.map(|a| AlarmJson::new(plant, a)).collect(),
-            AlarmFilter::Active => open.filter(|a| a.state.is_active()).map(|a| AlarmJson::new(plant, a)).collect(),
-            AlarmFilter::Recent => engine.recent_alarms().map(|a| AlarmJson::new(plant, a)).collect(),
-            AlarmFilter::All => open.chain(engine.recent_alarms()).map(|a| AlarmJson::new(plant, a)).collect(),
+            AlarmFilter::Active => open
+                .filter(|a| a.state.is_active())
+                .map(|a| AlarmJson::new(plant, a))
+                .collect(),
+            AlarmFilter::Recent => engine
+                .recent_alarms()
+                .map(|a| AlarmJson::new(plant, a))
+                .collect(),
+            AlarmFilter::All => open
+                .chain(engine.recent_alarms())
+                .map(|a| AlarmJson::new(plant, a))
+                .collect(),
         };
         list.sort_by_key(|a| std::cmp::Reverse(a.alarm_id));
         list
@@ -214,7 +288,12 @@ impl State {
         }
     }
 
-    fn operate(&mut self, engine: &mut Engine, action: Action, by: &str) -> Result<Option<AlarmJson>, OperateError> {
+    fn operate(
+        &mut self,
+        engine: &mut Engine,
+        action: Action,
+        by: &str,
+    ) -> Result<Option<AlarmJson>, OperateError> {
         let now = now_millis();
         let out = &mut self.events;
         let source_of = |engine: &Engine, id: AlarmId| {
@@ -224,7 +303,11 @@ impl State {
                 .ok_or_else(|| OperateError::NotFound(format!("no alarm with id {id} is open")))
         };
         let touched = match action {
-            Action::Shelve { id, duration_ms, reason } => {
+            Action::Shelve {
+                id,
+                duration_ms,
+                reason,
+            } => {
                 let source = source_of(engine, id)?;
                 engine.shelve(source, duration_ms, by, &reason, now, out)?;
                 Some(id)
@@ -238,7 +321,11 @@ impl State {
                 engine.reset(id, by, &reason, now, out)?;
                 Some(id)
             }
-            Action::OutOfService { target, until, reason } => {
+            Action::OutOfService {
+                target,
+                until,
+                reason,
+            } => {
                 let scope = self.scope(&target)?;
                 engine.remove_from_service(scope, until, by, &reason, now, &mut self.events)?;
                 None
@@ -248,7 +335,11 @@ impl State {
                 engine.return_to_service(scope, by, &reason, now, &mut self.events)?;
                 None
             }
-            Action::Suppress { target, until, reason } => {
+            Action::Suppress {
+                target,
+                until,
+                reason,
+            } => {
                 let scope = self.scope(&target)?;
                 engine.suppress(scope, until, by, &reason, now, &mut self.events)?;
                 None

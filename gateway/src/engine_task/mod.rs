@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use commands::{Action, AlarmFilter, Command, OperateError, Target};
-pub use status::SiteStatus;
 pub use reload::ReloadSummary;
+pub use status::SiteStatus;
 pub use views::RiskView;
 
 use crate::event::{AlarmEventJson, ColourChangeJson, ModeEventJson};
@@ -58,7 +58,16 @@ impl EngineTask {
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
     ) {
-        let EngineTask { mut engine, plant, store, metrics, flush_interval, tick_interval, retention, status } = self;
+        let EngineTask {
+            mut engine,
+            plant,
+            store,
+            metrics,
+            flush_interval,
+            tick_interval,
+            retention,
+            status,
+        } = self;
         let now = now_millis();
         let mut risk = RiskMap::new(&plant.rulebook().risk_units);
         let kpi = AlarmLoad::new(KpiConfig::default(), now);
@@ -68,7 +77,15 @@ impl EngineTask {
             risk.on_alarm(alarm, now, &mut ignored);
         }
         let mut state = State {
-            last: vec![LastValue { value: None, time: None, quality: None, quality_since: None }; plant.points.len()],
+            last: vec![
+                LastValue {
+                    value: None,
+                    time: None,
+                    quality: None,
+                    quality_since: None
+                };
+                plant.points.len()
+            ],
             batch: WriteBatch::default(),
             events: Vec::new(),
             modes: Vec::new(),
@@ -174,7 +191,9 @@ impl State {
                 self.last_data = Some(now);
                 self.batch.readings.push(r);
             }
-            FieldEvent::DeviceStatus { device, ok, at } => engine.on_device_status(device, ok, at, &mut self.events),
+            FieldEvent::DeviceStatus { device, ok, at } => {
+                engine.on_device_status(device, ok, at, &mut self.events)
+            }
         }
         engine.drain_mode_events(&mut self.modes);
     }
@@ -188,7 +207,11 @@ impl State {
 
     /// Hand readings and events to the store. Returns false when the store is gone.
     async fn flush(&mut self, done: Option<oneshot::Sender<()>>) -> bool {
-        if !self.must_flush() && self.batch.readings.is_empty() && self.batch.events.is_empty() && done.is_none() {
+        if !self.must_flush()
+            && self.batch.readings.is_empty()
+            && self.batch.events.is_empty()
+            && done.is_none()
+        {
             return true;
         }
         let now = now_millis();
@@ -199,7 +222,9 @@ impl State {
             self.kpi.on_event(&event);
             let json = AlarmEventJson::new(&self.plant, &event);
             log_event(&json);
-            self.metrics.alarm_events.inc(json.alarm.kind, json.transition);
+            self.metrics
+                .alarm_events
+                .inc(json.alarm.kind, json.transition);
             // Hidden (shelved, suppressed, out-of-service) alarms are journaled, never announced.
             let notify = event.announce() || !event.alarm.state.is_hidden();
             batch.events.push(JournalEntry {

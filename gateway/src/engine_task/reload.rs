@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use alert_rules::{
-    AlarmEvent, AlarmSource, AlarmState, ConditionId, DeviceId, Engine, ModeRecord, PointId, RiskMap, Scope, Transition,
+    AlarmEvent, AlarmSource, AlarmState, ConditionId, DeviceId, Engine, ModeRecord, PointId,
+    RiskMap, Scope, Transition,
 };
 use drivers::now_millis;
 use serde::Serialize;
@@ -43,24 +44,46 @@ impl Remap<'_> {
         self.new.point_id(&self.old.point(p)?.tag)
     }
     fn device(&self, d: DeviceId) -> Option<DeviceId> {
-        self.old.devices.get(d.0 as usize).and_then(|dev| self.new.device_id(dev.name()))
+        self.old
+            .devices
+            .get(d.0 as usize)
+            .and_then(|dev| self.new.device_id(dev.name()))
     }
     fn condition(&self, c: ConditionId) -> Option<ConditionId> {
         let (name, _) = self.old.condition(c)?;
-        let k = self.new.rulebook().conditions.iter().position(|(n, _)| n == name)?;
+        let k = self
+            .new
+            .rulebook()
+            .conditions
+            .iter()
+            .position(|(n, _)| n == name)?;
         Some(ConditionId(k as u32))
     }
     fn source(&self, s: AlarmSource) -> Option<AlarmSource> {
         Some(match s {
-            AlarmSource::Limit { point, level } => AlarmSource::Limit { point: self.point(point)?, level },
-            AlarmSource::CommLoss { device } => AlarmSource::CommLoss { device: self.device(device)? },
-            AlarmSource::RateOfChange { point } => AlarmSource::RateOfChange { point: self.point(point)? },
-            AlarmSource::Deviation { point, other } => {
-                AlarmSource::Deviation { point: self.point(point)?, other: self.point(other)? }
-            }
-            AlarmSource::Fault { point } => AlarmSource::Fault { point: self.point(point)? },
-            AlarmSource::DataInterruption { point } => AlarmSource::DataInterruption { point: self.point(point)? },
-            AlarmSource::Condition { condition } => AlarmSource::Condition { condition: self.condition(condition)? },
+            AlarmSource::Limit { point, level } => AlarmSource::Limit {
+                point: self.point(point)?,
+                level,
+            },
+            AlarmSource::CommLoss { device } => AlarmSource::CommLoss {
+                device: self.device(device)?,
+            },
+            AlarmSource::RateOfChange { point } => AlarmSource::RateOfChange {
+                point: self.point(point)?,
+            },
+            AlarmSource::Deviation { point, other } => AlarmSource::Deviation {
+                point: self.point(point)?,
+                other: self.point(other)?,
+            },
+            AlarmSource::Fault { point } => AlarmSource::Fault {
+                point: self.point(point)?,
+            },
+            AlarmSource::DataInterruption { point } => AlarmSource::DataInterruption {
+                point: self.point(point)?,
+            },
+            AlarmSource::Condition { condition } => AlarmSource::Condition {
+                condition: self.condition(condition)?,
+            },
         })
     }
     fn scope(&self, s: Scope) -> Option<Scope> {
@@ -74,14 +97,22 @@ impl Remap<'_> {
 
 impl State {
     /// Swap in a new plant. Returns the new engine; the caller replaces its own.
-    pub(super) async fn reload(&mut self, engine: &Engine, plant: Arc<Plant>, by: &str) -> Option<(Engine, ReloadSummary)> {
+    pub(super) async fn reload(
+        &mut self,
+        engine: &Engine,
+        plant: Arc<Plant>,
+        by: &str,
+    ) -> Option<(Engine, ReloadSummary)> {
         // Everything judged under the old configuration is committed under it.
         if !self.flush(None).await {
             return None;
         }
         let now = now_millis();
         let old = Arc::clone(&self.plant);
-        let map = Remap { old: &old, new: &plant };
+        let map = Remap {
+            old: &old,
+            new: &plant,
+        };
 
         let mut carried = Vec::new();
         let mut ended = Vec::new();
@@ -138,7 +169,15 @@ impl State {
         }
 
         // Last values follow their tags.
-        let mut last = vec![LastValue { value: None, time: None, quality: None, quality_since: None }; plant.points.len()];
+        let mut last = vec![
+            LastValue {
+                value: None,
+                time: None,
+                quality: None,
+                quality_since: None
+            };
+            plant.points.len()
+        ];
         let mut kept = 0;
         for (i, p) in plant.points.iter().enumerate() {
             if let Some(j) = old.point_id(&p.tag) {
@@ -148,8 +187,18 @@ impl State {
         }
         let summary = ReloadSummary {
             by: by.to_owned(),
-            points_added: plant.points.iter().filter(|p| old.point_id(&p.tag).is_none()).map(|p| p.tag.clone()).collect(),
-            points_removed: old.points.iter().filter(|p| plant.point_id(&p.tag).is_none()).map(|p| p.tag.clone()).collect(),
+            points_added: plant
+                .points
+                .iter()
+                .filter(|p| old.point_id(&p.tag).is_none())
+                .map(|p| p.tag.clone())
+                .collect(),
+            points_removed: old
+                .points
+                .iter()
+                .filter(|p| plant.point_id(&p.tag).is_none())
+                .map(|p| p.tag.clone())
+                .collect(),
             points_kept: kept,
             alarms_carried,
             alarms_ended: ended_ids,

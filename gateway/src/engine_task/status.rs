@@ -70,14 +70,21 @@ impl State {
         let mut unacknowledged = 0;
         for a in engine.open_alarms() {
             if a.state.is_active() {
-                let i = Priority::ALL.iter().position(|p| *p == a.priority).unwrap_or(0);
+                let i = Priority::ALL
+                    .iter()
+                    .position(|p| *p == a.priority)
+                    .unwrap_or(0);
                 active_alarms[i] += 1;
                 if a.state == alert_rules::AlarmState::ActiveUnacked {
                     unacknowledged += 1;
                 }
             }
         }
-        let points_online = self.last.iter().filter(|l| l.quality.is_some_and(|q| q.is_good())).count() as u32;
+        let points_online = self
+            .last
+            .iter()
+            .filter(|l| l.quality.is_some_and(|q| q.is_good()))
+            .count() as u32;
         SiteStatus {
             site: plant.site.id.clone(),
             name: plant.site.name.clone(),

@@ -70,8 +70,14 @@ const fn default_offline_after_secs() -> u64 {
 }
 
 pub fn load(path: &Path) -> Result<HubConfig, ConfigErrors> {
-    let one = |path: &str, message: String| ConfigErrors(vec![ConfigError { path: path.to_owned(), message }]);
-    let text = std::fs::read_to_string(path).map_err(|e| one("", format!("cannot read {}: {e}", path.display())))?;
+    let one = |path: &str, message: String| {
+        ConfigErrors(vec![ConfigError {
+            path: path.to_owned(),
+            message,
+        }])
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| one("", format!("cannot read {}: {e}", path.display())))?;
     let merged = config::Config::builder()
         .add_source(config::File::from_str(&text, config::FileFormat::Toml))
         .add_source(
@@ -82,29 +88,50 @@ pub fn load(path: &Path) -> Result<HubConfig, ConfigErrors> {
         )
         .build()
         .map_err(|e| one("", e.to_string()))?;
-    let value: serde_json::Value = merged.try_deserialize().map_err(|e| one("", e.to_string()))?;
+    let value: serde_json::Value = merged
+        .try_deserialize()
+        .map_err(|e| one("", e.to_string()))?;
     let hub: HubConfig = serde_path_to_error::deserialize(value).map_err(|e| {
         let p = e.path().to_string();
         one(if p == "." { "" } else { &p }, e.into_inner().to_string())
     })?;
     let mut errors = Vec::new();
     for (field, message) in hub.broker.errors() {
-        errors.push(ConfigError { path: format!("broker.{field}"), message });
+        errors.push(ConfigError {
+            path: format!("broker.{field}"),
+            message,
+        });
     }
     if hub.offline_after_secs == 0 {
-        errors.push(ConfigError { path: "offline_after_secs".into(), message: "must be at least 1".into() });
+        errors.push(ConfigError {
+            path: "offline_after_secs".into(),
+            message: "must be at least 1".into(),
+        });
     }
     if hub.http.listen.parse::<std::net::SocketAddr>().is_err() {
-        errors.push(ConfigError { path: "http.listen".into(), message: format!("{:?} is not an address", hub.http.listen) });
+        errors.push(ConfigError {
+            path: "http.listen".into(),
+            message: format!("{:?} is not an address", hub.http.listen),
+        });
     }
     let mut ids = std::collections::HashSet::new();
     for (i, s) in hub.sites.iter().enumerate() {
         if s.id.is_empty() || !ids.insert(s.id.as_str()) {
-            errors.push(ConfigError { path: format!("sites[{i}].id"), message: "must be non-empty and unique".into() });
+            errors.push(ConfigError {
+                path: format!("sites[{i}].id"),
+                message: "must be non-empty and unique".into(),
+            });
         }
         if s.major_hazard_grade.is_some_and(|g| !(1..=4).contains(&g)) {
-            errors.push(ConfigError { path: format!("sites[{i}].major_hazard_grade"), message: "must be 1, 2, 3 or 4".into() });
+            errors.push(ConfigError {
+                path: format!("sites[{i}].major_hazard_grade"),
+                message: "must be 1, 2, 3 or 4".into(),
+            });
         }
     }
-    if errors.is_empty() { Ok(hub) } else { Err(ConfigErrors(errors)) }
+    if errors.is_empty() {
+        Ok(hub)
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }

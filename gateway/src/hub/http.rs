@@ -33,7 +33,9 @@ async fn map() -> Html<&'static str> {
 }
 
 async fn healthz(State(s): State<HubState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "hub": s.hub.id, "name": s.hub.name, "version": env!("CARGO_PKG_VERSION") }))
+    Json(
+        json!({ "status": "ok", "hub": s.hub.id, "name": s.hub.name, "version": env!("CARGO_PKG_VERSION") }),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,7 +51,11 @@ async fn sites(
     q: Result<Query<SiteFilter>, axum::extract::rejection::QueryRejection>,
 ) -> impl IntoResponse {
     let Ok(Query(q)) = q else {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": "filters are sector, grade and colour"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "filters are sector, grade and colour"})),
+        )
+            .into_response();
     };
     let all = lock(&s.region).summaries();
     let list: Vec<_> = all
@@ -64,7 +70,11 @@ async fn sites(
 async fn site(State(s): State<HubState>, Path(id): Path<String>) -> impl IntoResponse {
     let region = lock(&s.region);
     let (Some(summary), Some(site)) = (region.summary(&id), region.sites.get(&id)) else {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": format!("no site {id:?} has reported")}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no site {id:?} has reported")})),
+        )
+            .into_response();
     };
     Json(json!({
         "site": summary,
@@ -86,16 +96,27 @@ async fn alarms(
     q: Result<Query<AlarmFilter>, axum::extract::rejection::QueryRejection>,
 ) -> impl IntoResponse {
     let Ok(Query(q)) = q else {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": "the filter is unacked=true|false"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "the filter is unacked=true|false"})),
+        )
+            .into_response();
     };
     let region = lock(&s.region);
     let mut list: Vec<&serde_json::Value> = region
         .sites
         .values()
         .flat_map(|site| site.alarms.values())
-        .filter(|a| !q.unacked.unwrap_or(false) || a.get("state").and_then(|v| v.as_str()) == Some("active_unacked"))
+        .filter(|a| {
+            !q.unacked.unwrap_or(false)
+                || a.get("state").and_then(|v| v.as_str()) == Some("active_unacked")
+        })
         .collect();
-    list.sort_by(|a, b| b.get("raised_at").and_then(|v| v.as_str()).cmp(&a.get("raised_at").and_then(|v| v.as_str())));
+    list.sort_by(|a, b| {
+        b.get("raised_at")
+            .and_then(|v| v.as_str())
+            .cmp(&a.get("raised_at").and_then(|v| v.as_str()))
+    });
     Json(json!(list)).into_response()
 }
 

@@ -31,14 +31,24 @@ pub struct HubOptions {
 pub type Shared = Arc<Mutex<Region>>;
 
 fn lock(region: &Shared) -> std::sync::MutexGuard<'_, Region> {
-    region.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    region
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-pub async fn run(config: HubConfig, options: HubOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: HubConfig,
+    options: HubOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let region: Shared = Arc::new(Mutex::new(Region::new(&config.sites)));
     let started = now_millis();
 
-    let intake = tokio::spawn(intake(config.clone(), Arc::clone(&region), shutdown.clone()));
+    let intake = tokio::spawn(intake(
+        config.clone(),
+        Arc::clone(&region),
+        shutdown.clone(),
+    ));
     let offline_after_ms = (config.offline_after_secs * 1000) as i64;
     let watch_region = Arc::clone(&region);
     let watch_stop = shutdown.clone();
@@ -64,11 +74,14 @@ pub async fn run(config: HubConfig, options: HubOptions, shutdown: CancellationT
     let app = http::router(Arc::clone(&region), config.hub.clone());
     let http_stop = shutdown.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { http_stop.cancelled().await }).await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await
     });
     tracing::info!(%addr, hub = %config.hub.id, broker = %config.broker.host, "Sentinel hub is running.");
     if let Some(path) = &options.ready_file {
-        std::fs::write(path, addr.to_string()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, addr.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     crate::systemd::notify("READY=1");
 
@@ -101,7 +114,9 @@ async fn intake(config: HubConfig, region: Shared, shutdown: CancellationToken) 
     };
     let status_filter = format!("{prefix}/+/status");
     let session = Session {
-        client_id: config.broker.client_id_or(&format!("sentinel-hub-{}", config.hub.id)),
+        client_id: config
+            .broker
+            .client_id_or(&format!("sentinel-hub-{}", config.hub.id)),
         // A persistent session: alarm events published while the hub was down wait at the broker.
         clean: config.broker.clean_session.unwrap_or(false),
         manual_acks: false,
@@ -138,9 +153,18 @@ async fn intake(config: HubConfig, region: Shared, shutdown: CancellationToken) 
                 }
             }
             Ok(Event::Message(m)) => {
-                let Some(topic) = m.topic.as_deref() else { continue };
-                let Some(rest) = topic.strip_prefix(&prefix).and_then(|r| r.strip_prefix('/')) else { continue };
-                let Some((site, kind)) = rest.split_once('/') else { continue };
+                let Some(topic) = m.topic.as_deref() else {
+                    continue;
+                };
+                let Some(rest) = topic
+                    .strip_prefix(&prefix)
+                    .and_then(|r| r.strip_prefix('/'))
+                else {
+                    continue;
+                };
+                let Some((site, kind)) = rest.split_once('/') else {
+                    continue;
+                };
                 let Ok(value) = serde_json::from_slice::<serde_json::Value>(m.payload()) else {
                     tracing::warn!(topic, "A site sent a message that is not JSON; ignored.");
                     continue;

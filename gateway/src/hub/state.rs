@@ -31,6 +31,32 @@ pub struct Site {
     ack_delays_ms: VecDeque<i64>,
     /// Per-minute samples: share of points online and valid (0 while offline).
     quality: VecDeque<f64>,
+    /// The journal chain head last reported: record number and hash.
+    journal: Option<(i64, String)>,
+    /// The site's journal went backwards or changed at a record number already reported.
+    pub journal_rewritten: bool,
+}
+
+impl Site {
+    /// A journal only grows: a lower record number, or another hash at the same number, means
+    /// records were deleted or edited at the site.
+    fn check_journal(&mut self, status: &Value) {
+        let (Some(seq), Some(head)) = (
+            status.get("journal_seq").and_then(Value::as_i64),
+            status.get("journal_head").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        if let Some((old_seq, old_head)) = &self.journal
+            && (seq < *old_seq || (seq == *old_seq && head != old_head))
+        {
+            if !self.journal_rewritten {
+                tracing::error!(site = %self.meta.id, seq, old_seq, "A site's alarm journal was rewritten: its chain head went back or changed.");
+            }
+            self.journal_rewritten = true;
+        }
+        self.journal = Some((seq, head.to_owned()));
+    }
 }
 
 /// What happened to a site's reporting, for the log and the hub's own alarm list.
@@ -61,14 +87,24 @@ impl Region {
     pub fn new(expected: &[SiteMeta]) -> Region {
         let mut r = Region::default();
         for m in expected {
-            r.sites.insert(m.id.clone(), Site { meta: m.clone(), ..Site::default() });
+            r.sites.insert(
+                m.id.clone(),
+                Site {
+                    meta: m.clone(),
+                    ..Site::default()
+                },
+            );
         }
         r
     }
 
     fn site(&mut self, id: &str) -> &mut Site {
         self.sites.entry(id.to_owned()).or_insert_with(|| Site {
-            meta: SiteMeta { id: id.to_owned(), name: id.to_owned(), ..SiteMeta::default() },
+            meta: SiteMeta {
+                id: id.to_owned(),
+                name: id.to_owned(),
+                ..SiteMeta::default()
+            },
             ..Site::default()
         })
     }
@@ -77,7 +113,10 @@ impl Region {
     fn seen(&mut self, id: &str, now: Millis) -> Option<Presence> {
         let site = self.site(id);
         site.last_seen = Some(now);
-        let back = site.offline_since.take().map(|since| Presence::CameBack { site: id.to_owned(), after_ms: now - since });
+        let back = site.offline_since.take().map(|since| Presence::CameBack {
+            site: id.to_owned(),
+            after_ms: now - since,
+        });
         if back.is_some() {
             self.offline_alarms.remove(id);
         }
@@ -92,12 +131,17 @@ impl Region {
             if site.offline_since.is_none() {
                 site.offline_since = Some(now);
                 self.offline_alarms.insert(id.to_owned(), now);
-                return Some(Presence::WentOffline { site: id.to_owned(), since: now });
+                return Some(Presence::WentOffline {
+                    site: id.to_owned(),
+                    since: now,
+                });
             }
             return None;
         }
         let change = self.seen(id, now);
-        self.site(id).status = Some(status);
+        let site = self.site(id);
+        site.check_journal(&status);
+        site.status = Some(status);
         change
     }
 
@@ -105,7 +149,9 @@ impl Region {
     pub fn on_alarm(&mut self, id: &str, event: Value, now: Millis) -> Option<Presence> {
         let change = self.seen(id, now);
         let site = self.site(id);
-        let Some(event_id) = event.get("id").and_then(Value::as_str).map(str::to_owned) else { return change };
+        let Some(event_id) = event.get("id").and_then(Value::as_str).map(str::to_owned) else {
+            return change;
+        };
         if site.seen.contains(&event_id) {
             return change;
         }
@@ -113,10 +159,18 @@ impl Region {
             site.seen.pop_front();
         }
         site.seen.push_back(event_id);
-        let Some(alarm_id) = event.get("alarm_id").and_then(Value::as_u64) else { return change };
+        let Some(alarm_id) = event.get("alarm_id").and_then(Value::as_u64) else {
+            return change;
+        };
         if event.get("transition").and_then(Value::as_str) == Some("acknowledged") {
-            let raised = event.get("raised_at").and_then(Value::as_str).and_then(parse_time);
-            let acked = event.get("acked_at").and_then(Value::as_str).and_then(parse_time);
+            let raised = event
+                .get("raised_at")
+                .and_then(Value::as_str)
+                .and_then(parse_time);
+            let acked = event
+                .get("acked_at")
+                .and_then(Value::as_str)
+                .and_then(parse_time);
             if let (Some(r), Some(a)) = (raised, acked) {
                 if site.ack_delays_ms.len() == ACK_SAMPLES {
                     site.ack_delays_ms.pop_front();
@@ -141,13 +195,21 @@ impl Region {
     }
 
     /// Sites silent for longer than `offline_after_ms` go offline.
-    pub fn tick(&mut self, now: Millis, offline_after_ms: Millis, started: Millis) -> Vec<Presence> {
+    pub fn tick(
+        &mut self,
+        now: Millis,
+        offline_after_ms: Millis,
+        started: Millis,
+    ) -> Vec<Presence> {
         let mut changes = Vec::new();
         for (id, site) in &mut self.sites {
             let reference = site.last_seen.unwrap_or(started);
             if site.offline_since.is_none() && now - reference >= offline_after_ms {
                 site.offline_since = Some(now);
-                changes.push(Presence::WentOffline { site: id.clone(), since: now });
+                changes.push(Presence::WentOffline {
+                    site: id.clone(),
+                    since: now,
+                });
             }
         }
         for c in &changes {
@@ -163,7 +225,10 @@ impl Region {
         for site in self.sites.values_mut() {
             let share = match (&site.status, site.offline_since) {
                 (Some(s), None) => {
-                    let online = s.get("points_online").and_then(Value::as_f64).unwrap_or(0.0);
+                    let online = s
+                        .get("points_online")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0);
                     let total = s.get("points_total").and_then(Value::as_f64).unwrap_or(0.0);
                     if total > 0.0 { online / total } else { 1.0 }
                 }
@@ -181,14 +246,30 @@ impl Region {
         let status = s.status.as_ref();
         let online = s.offline_since.is_none() && s.last_seen.is_some();
         let colour = if online {
-            status.and_then(|v| v.get("colour")).and_then(Value::as_str).unwrap_or("blue").to_owned()
+            status
+                .and_then(|v| v.get("colour"))
+                .and_then(Value::as_str)
+                .unwrap_or("blue")
+                .to_owned()
         } else {
             "grey".to_owned()
         };
-        let unacked = s.alarms.values().filter(|a| a.get("state").and_then(Value::as_str) == Some("active_unacked")).count();
+        let unacked = s
+            .alarms
+            .values()
+            .filter(|a| a.get("state").and_then(Value::as_str) == Some("active_unacked"))
+            .count();
         Some(SiteSummary {
             id: id.to_owned(),
-            name: if s.meta.name.is_empty() { status.and_then(|v| v.get("name")).and_then(Value::as_str).unwrap_or(id).to_owned() } else { s.meta.name.clone() },
+            name: if s.meta.name.is_empty() {
+                status
+                    .and_then(|v| v.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or(id)
+                    .to_owned()
+            } else {
+                s.meta.name.clone()
+            },
             sector: s.meta.sector.clone(),
             major_hazard_grade: s.meta.major_hazard_grade,
             latitude: s.meta.latitude,
@@ -199,25 +280,41 @@ impl Region {
             offline_since: s.offline_since.map(crate::event::rfc3339),
             open_alarms: s.alarms.len(),
             unacknowledged: unacked,
-            mean_time_to_ack_secs: (!s.ack_delays_ms.is_empty())
-                .then(|| s.ack_delays_ms.iter().sum::<i64>() as f64 / s.ack_delays_ms.len() as f64 / 1000.0),
+            mean_time_to_ack_secs: (!s.ack_delays_ms.is_empty()).then(|| {
+                s.ack_delays_ms.iter().sum::<i64>() as f64 / s.ack_delays_ms.len() as f64 / 1000.0
+            }),
             data_quality_pct: (!s.quality.is_empty())
                 .then(|| 100.0 * s.quality.iter().sum::<f64>() / s.quality.len() as f64),
-            points_online: status.and_then(|v| v.get("points_online")).and_then(Value::as_u64),
-            points_total: status.and_then(|v| v.get("points_total")).and_then(Value::as_u64),
+            points_online: status
+                .and_then(|v| v.get("points_online"))
+                .and_then(Value::as_u64),
+            points_total: status
+                .and_then(|v| v.get("points_total"))
+                .and_then(Value::as_u64),
+            journal_rewritten: s.journal_rewritten,
         })
     }
 
     /// Every site, worst first.
     pub fn summaries(&self) -> Vec<SiteSummary> {
-        let mut all: Vec<SiteSummary> = self.sites.keys().filter_map(|id| self.summary(id)).collect();
+        let mut all: Vec<SiteSummary> = self
+            .sites
+            .keys()
+            .filter_map(|id| self.summary(id))
+            .collect();
         all.sort_by(|a, b| {
-            (b.colour == "grey", colour_rank(&b.colour), b.unacknowledged, &a.id).cmp(&(
-                a.colour == "grey",
-                colour_rank(&a.colour),
-                a.unacknowledged,
-                &b.id,
-            ))
+            (
+                b.colour == "grey",
+                colour_rank(&b.colour),
+                b.unacknowledged,
+                &a.id,
+            )
+                .cmp(&(
+                    a.colour == "grey",
+                    colour_rank(&a.colour),
+                    a.unacknowledged,
+                    &b.id,
+                ))
         });
         all
     }
@@ -243,6 +340,8 @@ pub struct SiteSummary {
     pub data_quality_pct: Option<f64>,
     pub points_online: Option<u64>,
     pub points_total: Option<u64>,
+    /// The site's alarm journal went back or changed: history was deleted or edited there.
+    pub journal_rewritten: bool,
 }
 
 fn parse_time(s: &str) -> Option<Millis> {
@@ -265,13 +364,28 @@ mod tests {
 
     #[test]
     fn a_silent_site_goes_grey_and_comes_back() {
-        let mut r = Region::new(&[SiteMeta { id: "a".into(), ..SiteMeta::default() }]);
+        let mut r = Region::new(&[SiteMeta {
+            id: "a".into(),
+            ..SiteMeta::default()
+        }]);
         assert!(r.tick(1_000, 5_000, 0).is_empty());
-        assert_eq!(r.tick(5_000, 5_000, 0), vec![Presence::WentOffline { site: "a".into(), since: 5_000 }]);
+        assert_eq!(
+            r.tick(5_000, 5_000, 0),
+            vec![Presence::WentOffline {
+                site: "a".into(),
+                since: 5_000
+            }]
+        );
         assert_eq!(r.summary("a").unwrap().colour, "grey");
         assert!(r.offline_alarms.contains_key("a"));
         let back = r.on_status("a", json!({"colour": "orange", "online": true}), 7_000);
-        assert_eq!(back, Some(Presence::CameBack { site: "a".into(), after_ms: 2_000 }));
+        assert_eq!(
+            back,
+            Some(Presence::CameBack {
+                site: "a".into(),
+                after_ms: 2_000
+            })
+        );
         assert_eq!(r.summary("a").unwrap().colour, "orange");
         assert!(r.offline_alarms.is_empty());
     }
@@ -281,7 +395,13 @@ mod tests {
         let mut r = Region::default();
         r.on_status("b", json!({"colour": "red", "online": true}), 1);
         let change = r.on_status("b", json!({"online": false}), 2);
-        assert_eq!(change, Some(Presence::WentOffline { site: "b".into(), since: 2 }));
+        assert_eq!(
+            change,
+            Some(Presence::WentOffline {
+                site: "b".into(),
+                since: 2
+            })
+        );
         assert!(!r.summary("b").unwrap().online);
     }
 
@@ -299,9 +419,35 @@ mod tests {
     }
 
     #[test]
+    fn a_journal_that_goes_back_is_flagged() {
+        let mut r = Region::default();
+        r.on_status(
+            "j",
+            json!({"online": true, "journal_seq": 10, "journal_head": "aa"}),
+            1,
+        );
+        r.on_status(
+            "j",
+            json!({"online": true, "journal_seq": 12, "journal_head": "bb"}),
+            2,
+        );
+        assert!(!r.summary("j").unwrap().journal_rewritten);
+        r.on_status(
+            "j",
+            json!({"online": true, "journal_seq": 11, "journal_head": "cc"}),
+            3,
+        );
+        assert!(r.summary("j").unwrap().journal_rewritten);
+    }
+
+    #[test]
     fn data_quality_counts_offline_time_as_lost() {
         let mut r = Region::default();
-        r.on_status("q", json!({"online": true, "points_online": 9, "points_total": 10}), 1);
+        r.on_status(
+            "q",
+            json!({"online": true, "points_online": 9, "points_total": 10}),
+            1,
+        );
         r.sample_quality();
         r.on_status("q", json!({"online": false}), 2);
         r.sample_quality();

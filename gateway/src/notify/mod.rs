@@ -1,9 +1,9 @@
 //! Notification channels. Each drains its own outbox queue in the store, in order, so that a
 //! restart or an outage resumes where it stopped (at least once; receivers dedupe by event id).
 
-pub mod mqtt;
 pub mod email;
 pub mod escalation;
+pub mod mqtt;
 pub mod outbox;
 pub mod people;
 pub mod signing;

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::Outbox;
-use crate::config::{MqttNotify, RiskColour, Site};
+use crate::config::{MqttNotify, Site};
 use crate::engine_task::{AlarmFilter, Command};
 use crate::event::rfc3339;
 use crate::metrics::Metrics;
@@ -36,6 +36,9 @@ pub struct MqttSender {
     pub metrics: Arc<Metrics>,
     /// To ask the engine for the open alarms (the status counts).
     pub commands: mpsc::Sender<Command>,
+    /// The engine's live site status: published at once when it changes (colour, units,
+    /// points online), so the regional map follows within a second.
+    pub status: tokio::sync::watch::Receiver<crate::engine_task::SiteStatus>,
 }
 
 /// What a queued publish was.
@@ -109,6 +112,7 @@ impl MqttSender {
         let mut sent: HashMap<u16, Tag> = HashMap::new();
         let mut in_flight: Option<InFlight> = None;
         let mut next_status = Instant::now();
+        let mut status_changes = self.status.clone();
         let mut retry_at: Option<Instant> = None;
         loop {
             if shutdown.is_cancelled() {
@@ -183,6 +187,7 @@ impl MqttSender {
                 () = shutdown.cancelled() => break,
                 () = drain.cancelled(), if !drain.is_cancelled() => {}
                 () = self.wake.notified() => {}
+                Ok(()) = status_changes.changed() => next_status = Instant::now(),
                 () = tokio::time::sleep_until(wake_at) => {
                     if let Some(f) = in_flight.take_if(|f| Instant::now() >= f.deadline) {
                         self.failed(&f, "no PUBACK in time".to_owned(), backoff_cap).await;
@@ -288,37 +293,40 @@ impl MqttSender {
                 .and_then(Result::ok),
             Err(_) => None,
         };
-        let mut doc = json!({
-            "site": self.site.id,
-            "name": self.site.name,
-            "online": online,
-            "at": rfc3339(now_millis()),
-        });
+        // The engine's status (live colour of the site and its units, alarms by priority,
+        // points online, time of the last data); the counts below come from the open alarms.
+        let live = self.status.borrow().clone();
+        let mut doc = serde_json::to_value(&live).unwrap_or_else(|_| json!({}));
+        doc["site"] = json!(self.site.id);
+        doc["name"] = json!(self.site.name);
+        doc["online"] = json!(online);
+        doc["at"] = json!(rfc3339(now_millis()));
+        if let Ok((seq, head)) = self.outbox.journal_head().await {
+            doc["journal_seq"] = json!(seq);
+            doc["journal_head"] = json!(head);
+        }
+        // One colour everywhere: the risk map's (docs/rules.md).
+        doc["colour"] = json!(live.colour);
         if let Some(open) = open {
             let mut by_priority = [0u64; 4];
-            let mut colour = self.site.risk_colour;
             let mut unacked = 0;
             for a in &open {
-                let (rank, c) = match a.priority {
-                    "critical" => (3, RiskColour::Red),
-                    "high" => (2, RiskColour::Orange),
-                    "medium" => (1, RiskColour::Yellow),
-                    _ => (0, RiskColour::Blue),
+                let rank = match a.priority {
+                    "critical" => 3,
+                    "high" => 2,
+                    "medium" => 1,
+                    _ => 0,
                 };
                 by_priority[rank] += 1;
-                colour = colour.max(c);
                 if a.state.ends_with("unacked") {
                     unacked += 1;
                 }
             }
-            doc["colour"] = json!(colour);
             doc["open_alarms"] = json!(open.len());
             doc["unacknowledged_alarms"] = json!(unacked);
             doc["open_by_priority"] = json!({
                 "low": by_priority[0], "medium": by_priority[1], "high": by_priority[2], "critical": by_priority[3],
             });
-        } else {
-            doc["colour"] = json!(self.site.risk_colour);
         }
         doc.to_string().into_bytes()
     }

@@ -74,6 +74,21 @@ impl Outbox {
         .await
     }
 
+    /// The journal's newest record number and hash (the chain head), published with the
+    /// site status so that a hub can tell when a site's history was rewritten.
+    pub async fn journal_head(&self) -> rusqlite::Result<(i64, String)> {
+        self.with(|conn, _| {
+            conn.query_row(
+                "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map(|h| h.unwrap_or_else(|| (0, crate::store::GENESIS_HASH.to_owned())))
+        })
+        .await
+    }
+
     pub async fn pending_count(&self) -> rusqlite::Result<u64> {
         self.with(|conn, channel| {
             conn.query_row(

@@ -84,7 +84,11 @@ impl WebhookSender {
             // Signed at each attempt: the timestamp must be fresh for the receiver's replay window.
             if let Some(secret) = &self.hook.secret {
                 let t = now_millis().div_euclid(1000);
-                let signature = super::signing::webhook_signature(secret.expose().as_bytes(), t, item.body.as_bytes());
+                let signature = super::signing::webhook_signature(
+                    secret.expose().as_bytes(),
+                    t,
+                    item.body.as_bytes(),
+                );
                 request = request.header(super::signing::SIGNATURE_HEADER, signature);
             }
             let result = request.body(item.body.clone()).send().await;
