@@ -104,11 +104,12 @@ fn journal_verify(data_dir: &Path) -> (bool, String) {
     )
 }
 
-/// Every journal record as (alarm_id, seq, transition), in journal order.
+/// Every alarm event in the journal as (alarm_id, seq, transition), in journal order. Records
+/// that are not alarm transitions (mode, risk colour, reload: alarm_id 0) are left out.
 fn journal(data_dir: &Path) -> Vec<(i64, i64, String)> {
     let db = rusqlite::Connection::open(data_dir.join("sentinel.db")).unwrap();
     let mut stmt = db
-        .prepare("SELECT alarm_id, body FROM journal ORDER BY seq")
+        .prepare("SELECT alarm_id, body FROM journal WHERE alarm_id > 0 ORDER BY seq")
         .unwrap();
     stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
         .unwrap()
@@ -559,12 +560,10 @@ async fn start_with_faketime(
     Some((dev, hook, s, offset_file))
 }
 
-/// Invariant: a forward step of the wall clock is not silence. Fails today: the engine measures
-/// a device's silence on the wall clock (alert-rules/src/engine/detect.rs `advance_timers`, fed
-/// `now_millis()` by gateway/src/engine_task), so a +1 h step raises a comm-loss alarm that
-/// clears at the next reading and then waits for an acknowledgement. Run with `--ignored`.
+/// Invariant: a forward step of the wall clock is not silence. The engine task sees the step
+/// (wall time moving unlike monotonic time) and moves the engine's timers with it
+/// (`Engine::clock_stepped`); without that, a +1 h step raised a comm-loss alarm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect: comm-loss timers run on the wall clock (docs/reliability.md)"]
 async fn forward_clock_step_is_not_comm_loss() {
     let Some((dev, hook, s, offset_file)) = start_with_faketime("fault-clock-fwd").await else {
         return;

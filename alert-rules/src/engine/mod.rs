@@ -201,6 +201,36 @@ impl Engine {
         }
     }
 
+    /// The wall clock was stepped by `delta_ms` (an NTP correction, an operator setting the
+    /// time): move every timer reference by the same amount, so that silence, delays and rate
+    /// windows measure the time that really passed, not the step. Without this a forward step
+    /// looks like every device falling silent at once. Records (raised, acknowledged, cleared
+    /// times) and operators' end times (shelved until, out of service until) are wall-clock
+    /// facts and stay as they are.
+    pub fn clock_stepped(&mut self, delta_ms: Millis) {
+        let shift = |t: &mut Option<Millis>| {
+            if let Some(t) = t {
+                *t = t.saturating_add(delta_ms);
+            }
+        };
+        for p in &mut self.points {
+            shift(&mut p.last_fresh);
+        }
+        for d in &mut self.devices {
+            shift(&mut d.last_ok);
+            shift(&mut d.watch_from);
+        }
+        for s in &mut self.slots {
+            shift(&mut s.raising_since);
+            shift(&mut s.clearing_since);
+        }
+        for r in &mut self.rates {
+            for (t, _) in &mut r.samples {
+                *t = t.saturating_add(delta_ms);
+            }
+        }
+    }
+
     /// Advance timers: mode end times, on-delays and off-delays that completed without new
     /// data, data interruption, communication loss, and re-alarms.
     pub fn tick(&mut self, now: Millis, out: &mut Vec<AlarmEvent>) {

@@ -1314,3 +1314,30 @@ fn swap_remove_keeps_slot_indices_right() {
     }
     assert!(e.open_alarms().is_empty());
 }
+
+#[test]
+fn a_forward_clock_step_is_not_communication_loss() {
+    let config = EngineConfig {
+        points: vec![],
+        devices: vec![DeviceRules { comm_loss_after_ms: 10_000, comm_loss_priority: Priority::High }],
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(config, 1);
+    let mut out = Vec::new();
+    let d = DeviceId(0);
+    for t in (0..5_000).step_by(1_000) {
+        e.on_device_status(d, true, t, &mut out);
+        e.tick(t, &mut out);
+    }
+    // The wall clock jumps an hour ahead between two polls.
+    let step = 3_600_000;
+    e.clock_stepped(step);
+    e.tick(5_000 + step, &mut out);
+    e.on_device_status(d, true, 5_200 + step, &mut out);
+    e.tick(5_500 + step, &mut out);
+    assert!(out.is_empty(), "a clock step raised {out:?}");
+    // Real silence after the step still raises the alarm.
+    e.tick(5_200 + step + 10_000, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].alarm.source, AlarmSource::CommLoss { device: d });
+}

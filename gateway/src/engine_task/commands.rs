@@ -140,8 +140,9 @@ impl State {
                 comment,
                 reply,
             } => {
+                let now = self.clock(engine);
                 let result =
-                    engine.acknowledge(id, &by, comment.as_deref(), now_millis(), &mut self.events);
+                    engine.acknowledge(id, &by, comment.as_deref(), now, &mut self.events);
                 match result {
                     Ok(()) => {
                         let alarm = engine
@@ -194,7 +195,7 @@ impl State {
                 let _ = reply.send(self.site_status(engine));
             }
             Command::Record { body, reply } => {
-                let now = now_millis();
+                let now = self.clock(engine);
                 self.batch.events.push(crate::store::JournalEntry {
                     event_id: body["id"].as_str().map_or_else(
                         || {
@@ -294,7 +295,7 @@ impl State {
         action: Action,
         by: &str,
     ) -> Result<Option<AlarmJson>, OperateError> {
-        let now = now_millis();
+        let now = self.clock(engine);
         let out = &mut self.events;
         let source_of = |engine: &Engine, id: AlarmId| {
             engine

@@ -30,6 +30,9 @@ use crate::store::{JournalEntry, StoreHandle, WriteBatch};
 const MAX_BATCH: usize = 4096;
 /// At shutdown, how long the engine keeps draining events the drivers already sent.
 const DRAIN_AT_SHUTDOWN: Duration = Duration::from_secs(3);
+/// A difference between wall and monotonic time this large, between two ticks, is a step of the
+/// wall clock (NTP slews far more slowly than this).
+const CLOCK_STEP_MS: Millis = 1_000;
 
 pub struct EngineTask {
     pub engine: Engine,
@@ -93,6 +96,8 @@ impl EngineTask {
             risk,
             kpi,
             status_dirty: false,
+            last_wall: now_millis(),
+            last_mono: std::time::Instant::now(),
             plant,
             store,
             metrics,
@@ -121,7 +126,7 @@ impl EngineTask {
                     if !state.on_command(&mut engine, cmd).await { return; }
                 },
                 _ = tick.tick() => {
-                    let now = now_millis();
+                    let now = state.clock(&mut engine);
                     engine.tick(now, &mut state.events);
                     engine.drain_mode_events(&mut state.modes);
                     state.risk.tick(now, &mut state.colours);
@@ -169,11 +174,29 @@ struct State {
     status: watch::Sender<SiteStatus>,
     /// When the last reading arrived from any source.
     last_data: Option<Millis>,
+    /// Wall and monotonic time at the last engine call, to tell a step of the wall clock.
+    last_wall: Millis,
+    last_mono: std::time::Instant,
 }
 
 impl State {
-    fn on_field(&mut self, engine: &mut Engine, msg: FieldEvent) {
+    /// The wall-clock time for the engine. Before any engine call: if the wall clock moved
+    /// unlike monotonic time since the last call, it was stepped, and the engine's timers are
+    /// moved with it (Engine::clock_stepped), so a step is neither silence nor a burst.
+    fn clock(&mut self, engine: &mut Engine) -> Millis {
         let now = now_millis();
+        let mono = std::time::Instant::now();
+        let step = (now - self.last_wall) - mono.duration_since(self.last_mono).as_millis() as Millis;
+        if step.abs() >= CLOCK_STEP_MS {
+            tracing::warn!(step_ms = step, "The wall clock was stepped; alarm timers follow the time that really passed.");
+            engine.clock_stepped(step);
+        }
+        (self.last_wall, self.last_mono) = (now, mono);
+        now
+    }
+
+    fn on_field(&mut self, engine: &mut Engine, msg: FieldEvent) {
+        let now = self.clock(engine);
         match msg {
             FieldEvent::Reading(r) => {
                 self.metrics.readings_received.inc();
@@ -191,8 +214,9 @@ impl State {
                 self.last_data = Some(now);
                 self.batch.readings.push(r);
             }
-            FieldEvent::DeviceStatus { device, ok, at } => {
-                engine.on_device_status(device, ok, at, &mut self.events)
+            // Judged at the engine's own time: the base the step check keeps consistent.
+            FieldEvent::DeviceStatus { device, ok, at: _ } => {
+                engine.on_device_status(device, ok, now, &mut self.events)
             }
         }
         engine.drain_mode_events(&mut self.modes);
