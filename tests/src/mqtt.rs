@@ -383,45 +383,7 @@ pub fn make_certs(dir: &Path) -> Option<Certs> {
 impl Sentinel {
     /// Like [`Sentinel::start`], with extra environment variables (credentials for MQTT).
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Sentinel {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
-        let config = config.replace("{data_dir}", &data_dir.display().to_string());
-        let config_path = dir.path().join("sentinel.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let ready = dir.path().join("ready");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.path().join("sentinel.log"))
-            .unwrap();
-        let child = Command::new(crate::sentinel_bin())
-            .args(["run", "-c"])
-            .arg(&config_path)
-            .arg("--ready-file")
-            .arg(&ready)
-            .env("SENTINEL__HTTP__LISTEN", "127.0.0.1:0")
-            .env("SENTINEL_LOG", "info,sentinel=debug")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let addr = wait_for("sentinel to listen", Duration::from_secs(30), || {
-            let ready = ready.clone();
-            async move {
-                std::fs::read_to_string(&ready)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-            }
-        })
-        .await;
-        Sentinel {
-            child,
-            addr,
-            dir,
-            http: reqwest::Client::new(),
-        }
+        Sentinel::start_in_with_env(config, tempfile::tempdir().unwrap(), env).await
     }
 
     /// A point as `/api/v1/points` shows it.

@@ -1319,7 +1319,10 @@ fn swap_remove_keeps_slot_indices_right() {
 fn a_forward_clock_step_is_not_communication_loss() {
     let config = EngineConfig {
         points: vec![],
-        devices: vec![DeviceRules { comm_loss_after_ms: 10_000, comm_loss_priority: Priority::High }],
+        devices: vec![DeviceRules {
+            comm_loss_after_ms: 10_000,
+            comm_loss_priority: Priority::High,
+        }],
         ..EngineConfig::default()
     };
     let mut e = Engine::new(config, 1);

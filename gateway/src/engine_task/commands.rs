@@ -141,8 +141,7 @@ impl State {
                 reply,
             } => {
                 let now = self.clock(engine);
-                let result =
-                    engine.acknowledge(id, &by, comment.as_deref(), now, &mut self.events);
+                let result = engine.acknowledge(id, &by, comment.as_deref(), now, &mut self.events);
                 match result {
                     Ok(()) => {
                         let alarm = engine

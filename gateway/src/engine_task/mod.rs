@@ -186,9 +186,13 @@ impl State {
     fn clock(&mut self, engine: &mut Engine) -> Millis {
         let now = now_millis();
         let mono = std::time::Instant::now();
-        let step = (now - self.last_wall) - mono.duration_since(self.last_mono).as_millis() as Millis;
+        let step =
+            (now - self.last_wall) - mono.duration_since(self.last_mono).as_millis() as Millis;
         if step.abs() >= CLOCK_STEP_MS {
-            tracing::warn!(step_ms = step, "The wall clock was stepped; alarm timers follow the time that really passed.");
+            tracing::warn!(
+                step_ms = step,
+                "The wall clock was stepped; alarm timers follow the time that really passed."
+            );
             engine.clock_stepped(step);
         }
         (self.last_wall, self.last_mono) = (now, mono);
