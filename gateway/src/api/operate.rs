@@ -208,16 +208,16 @@ async fn device_out_of_service(
     out_of_service(s, Target::Device(name), b).await
 }
 
-async fn point_return_to_service(
-    State(s): State<AppState>,
-    Path(tag): Path<String>,
+async fn return_to_service(
+    s: AppState,
+    target: Target,
     b: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b = body(b)?;
     operate(
         &s,
         Action::ReturnToService {
-            target: Target::Point(tag),
+            target,
             reason: b.reason,
         },
         b.by,
@@ -225,21 +225,20 @@ async fn point_return_to_service(
     .await
 }
 
+async fn point_return_to_service(
+    State(s): State<AppState>,
+    Path(tag): Path<String>,
+    b: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    return_to_service(s, Target::Point(tag), b).await
+}
+
 async fn device_return_to_service(
     State(s): State<AppState>,
     Path(name): Path<String>,
     b: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let b = body(b)?;
-    operate(
-        &s,
-        Action::ReturnToService {
-            target: Target::Device(name),
-            reason: b.reason,
-        },
-        b.by,
-    )
-    .await
+    return_to_service(s, Target::Device(name), b).await
 }
 
 async fn point_suppress(
