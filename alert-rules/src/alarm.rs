@@ -104,6 +104,48 @@ pub enum AlarmSource {
     /// A configured condition over several points holds (for example ammonia above the first
     /// level while the exhaust fan is not running).
     Condition { condition: ConditionId },
+    /// Sentinel itself is losing part of the record it must keep or forward (see
+    /// [`SystemCheck`]). Not a process alarm: it belongs to no point and no risk unit.
+    System { check: SystemCheck },
+}
+
+/// A fault of Sentinel itself that costs the plant part of its record: the 30 days of history
+/// the rules require, or what must reach the upstream server. Each is an alarm, so that someone
+/// is told, rather than only a log line and a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemCheck {
+    /// The upstream time-series server refused a batch for good (a 4xx other than 413 and 429);
+    /// the batch went to the dead-letter table. Clears when upstream accepts a batch again.
+    UpstreamRejected,
+    /// The embedded store reached its disk budget and dropped its oldest readings, so history
+    /// is shorter than its retention. Clears when the store is back well under its budget.
+    DiskBudget,
+}
+
+impl SystemCheck {
+    pub const ALL: [SystemCheck; 2] = [SystemCheck::UpstreamRejected, SystemCheck::DiskBudget];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SystemCheck::UpstreamRejected => "upstream_rejected",
+            SystemCheck::DiskBudget => "disk_budget",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SystemCheck> {
+        SystemCheck::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// Index into per-check arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Losing records the law requires is urgent but not a process danger: high, not critical.
+    pub const fn priority(self) -> Priority {
+        Priority::High
+    }
 }
 
 impl AlarmSource {
@@ -117,6 +159,7 @@ impl AlarmSource {
             AlarmSource::Fault { .. } => "fault",
             AlarmSource::DataInterruption { .. } => "data_interruption",
             AlarmSource::Condition { .. } => "condition",
+            AlarmSource::System { .. } => "system",
         }
     }
 
@@ -129,7 +172,9 @@ impl AlarmSource {
             | AlarmSource::Deviation { point, .. }
             | AlarmSource::Fault { point }
             | AlarmSource::DataInterruption { point } => Some(point),
-            AlarmSource::CommLoss { .. } | AlarmSource::Condition { .. } => None,
+            AlarmSource::CommLoss { .. }
+            | AlarmSource::Condition { .. }
+            | AlarmSource::System { .. } => None,
         }
     }
 
@@ -189,6 +234,7 @@ impl std::fmt::Display for AlarmSource {
                 write!(f, "data interruption of point {}", point.0)
             }
             AlarmSource::Condition { condition } => write!(f, "condition {}", condition.0),
+            AlarmSource::System { check } => write!(f, "system check {}", check.as_str()),
         }
     }
 }

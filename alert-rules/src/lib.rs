@@ -15,7 +15,8 @@ pub mod risk;
 pub mod rules;
 
 pub use alarm::{
-    Alarm, AlarmEvent, AlarmId, AlarmSource, AlarmState, ConditionId, Level, Priority, Transition,
+    Alarm, AlarmEvent, AlarmId, AlarmSource, AlarmState, ConditionId, Level, Priority, SystemCheck,
+    Transition,
 };
 pub use condition::{Condition, ParseError, Truth};
 pub use engine::{CommandError, Engine, Mode, ModeEvent, ModeRecord, PointAlarmSummary, Scope};

@@ -3,7 +3,7 @@
 //! idempotency key: a receiver that sees the same `id` twice has seen the same event twice.
 
 use alert_rules::engine::{ModeEvent, Scope};
-use alert_rules::{Alarm, AlarmEvent, AlarmSource, Millis};
+use alert_rules::{Alarm, AlarmEvent, AlarmSource, Millis, SystemCheck};
 use serde::Serialize;
 
 use crate::plant::Plant;
@@ -77,6 +77,7 @@ impl AlarmJson {
             AlarmSource::Fault { .. } => format!("{point} measurement fault"),
             AlarmSource::DataInterruption { .. } => format!("{point} has sent no data"),
             AlarmSource::Condition { .. } => point.clone(),
+            AlarmSource::System { check } => system_message(check).to_owned(),
         };
         AlarmJson {
             alarm_id: alarm.id,
@@ -109,6 +110,18 @@ impl AlarmEventJson {
             by: event.by.clone(),
             comment: event.comment.clone(),
             alarm: AlarmJson::new(plant, &event.alarm),
+        }
+    }
+}
+
+/// What an operator reads for one of Sentinel's own checks, in both languages like the mails.
+fn system_message(check: SystemCheck) -> &'static str {
+    match check {
+        SystemCheck::UpstreamRejected => {
+            "上游数据库拒收一批数据，已转入死信表 The upstream time-series server refused a batch; it is kept in the dead-letter table"
+        }
+        SystemCheck::DiskBudget => {
+            "本地存储已达磁盘配额，最早的读数已被删除 The store reached its disk budget; its oldest readings were dropped"
         }
     }
 }

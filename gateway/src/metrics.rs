@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
+use alert_rules::SystemCheck;
 use drivers::modbus::DeviceMetrics;
 
 #[path = "metrics_mqtt.rs"]
@@ -112,6 +113,34 @@ pub struct Metrics {
     pub mqtt: Mutex<Vec<(String, Arc<drivers::mqtt::MqttMetrics>)>>,
     /// Upstream sinks and store losses (see `render_sinks`).
     pub sinks: SinkMetrics,
+    /// Sentinel's own checks, set by the store writer and the sinks, turned into alarms by the
+    /// engine task.
+    pub system_checks: SystemChecks,
+}
+
+/// What the store writer and the sinks last found of each [`SystemCheck`]. The engine task reads
+/// it every tick and hands it to the engine, which raises or clears the check's alarm: the data
+/// flows one way, and neither the writer thread nor a sink needs a channel to the engine.
+#[derive(Debug, Default)]
+pub struct SystemChecks([AtomicU8; SystemCheck::ALL.len()]);
+
+const CHECK_UNKNOWN: u8 = 0;
+const CHECK_FINE: u8 = 1;
+const CHECK_FAILING: u8 = 2;
+
+impl SystemChecks {
+    pub fn set(&self, check: SystemCheck, failing: bool) {
+        let v = if failing { CHECK_FAILING } else { CHECK_FINE };
+        self.0[check.index()].store(v, Ordering::Relaxed);
+    }
+
+    /// `None` until someone has looked since the start: a restored alarm then stays as it was.
+    pub fn get(&self, check: SystemCheck) -> Option<bool> {
+        match self.0[check.index()].load(Ordering::Relaxed) {
+            CHECK_UNKNOWN => None,
+            v => Some(v == CHECK_FAILING),
+        }
+    }
 }
 
 /// Counters of the upstream sinks and of what the store had to give up.

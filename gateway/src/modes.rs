@@ -4,7 +4,7 @@
 //! reordered configuration still finds its points; a scope that no longer exists is dropped
 //! with a warning. Modes whose time ran out meanwhile end at the engine's first tick.
 
-use alert_rules::{AlarmSource, ConditionId, Level, Mode, ModeRecord, Scope};
+use alert_rules::{AlarmSource, ConditionId, Level, Mode, ModeRecord, Scope, SystemCheck};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +55,7 @@ pub fn scope_ref(plant: &Plant, scope: &Scope) -> ScopeRef {
                 AlarmSource::Condition { condition } => plant
                     .condition(*condition)
                     .map_or_else(String::new, |c| c.0.clone()),
+                AlarmSource::System { check } => check.as_str().to_owned(),
                 _ => source.point().map(point).unwrap_or_default(),
             };
             let other = match source {
@@ -93,6 +94,9 @@ pub fn resolve(plant: &Plant, r: &ScopeRef) -> Option<Scope> {
                 },
                 "fault" => AlarmSource::Fault { point: point()? },
                 "data_interruption" => AlarmSource::DataInterruption { point: point()? },
+                "system" => AlarmSource::System {
+                    check: SystemCheck::from_name(&r.name)?,
+                },
                 "condition" => {
                     let k = plant
                         .rulebook()

@@ -189,6 +189,9 @@ impl Plant {
         if let Some(c) = source.condition().and_then(|c| self.condition(c)) {
             return (c.0.clone(), c.1.clone(), String::new());
         }
+        if let AlarmSource::System { check } = source {
+            return (check.as_str().to_owned(), "sentinel".to_owned(), String::new());
+        }
         (source.to_string(), String::new(), String::new())
     }
 }

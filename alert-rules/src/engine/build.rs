@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::alarm::{AlarmId, AlarmSource, ConditionId, Priority};
+use crate::alarm::{AlarmId, AlarmSource, ConditionId, Priority, SystemCheck};
 use crate::reading::{DeviceId, Millis, PointId, Reading};
 use crate::rules::EngineConfig;
 
@@ -83,6 +83,9 @@ pub(super) enum Kind {
     CommLoss {
         device: u32,
         after_ms: Millis,
+    },
+    System {
+        check: SystemCheck,
     },
 }
 
@@ -331,6 +334,17 @@ pub(super) fn build(config: EngineConfig, next_id: AlarmId) -> Engine {
         });
     }
 
+    // Every engine watches Sentinel's own checks; they need no configuration.
+    for check in SystemCheck::ALL {
+        slots.push(Slot::new(
+            AlarmSource::System { check },
+            Kind::System { check },
+            NONE,
+            NONE,
+            check.priority(),
+        ));
+    }
+
     // Compressed adjacency: deps of point p are deps[dep_start[p]..dep_start[p + 1]].
     edges.retain(|(p, _)| (*p as usize) < points.len());
     edges.sort_by_key(|(p, _)| *p);
@@ -369,5 +383,6 @@ pub(super) fn build(config: EngineConfig, next_id: AlarmId) -> Engine {
         mode_events: VecDeque::new(),
         mode_events_dropped: 0,
         reconcile: false,
+        system_failing: [false; SystemCheck::ALL.len()],
     }
 }

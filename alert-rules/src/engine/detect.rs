@@ -213,6 +213,15 @@ impl Engine {
                     Truth::Unknown => UNKNOWN,
                 }
             }
+            Kind::System { check } => {
+                let failing = self.system_failing[check.index()];
+                Judgement {
+                    raise: failing,
+                    clear: !failing,
+                    value: None,
+                    limit: None,
+                }
+            }
             Kind::CommLoss { device, after_ms } => {
                 let Some(d) = self.devices.get(device as usize) else {
                     return UNKNOWN;

@@ -28,7 +28,7 @@ use std::collections::{HashMap, VecDeque};
 
 use thiserror::Error;
 
-use crate::alarm::{Alarm, AlarmEvent, AlarmId, AlarmSource, AlarmState};
+use crate::alarm::{Alarm, AlarmEvent, AlarmId, AlarmSource, AlarmState, SystemCheck};
 use crate::reading::{DeviceId, Millis, PointId, Reading};
 use crate::rules::EngineConfig;
 
@@ -120,6 +120,8 @@ pub struct Engine {
     /// Set by the restore functions: hidden states are brought in line with the restored
     /// modes on the next tick.
     reconcile: bool,
+    /// What Sentinel last reported of each of its own checks, by [`SystemCheck::index`].
+    system_failing: [bool; SystemCheck::ALL.len()],
 }
 
 impl Engine {
@@ -198,6 +200,22 @@ impl Engine {
             state.last_ok = Some(now);
             let slot = state.slot as usize;
             self.judge_slot(slot, now, out);
+        }
+    }
+
+    /// Sentinel's own check `check` is failing or not (see [`SystemCheck`]). Call it whenever
+    /// the state is known; only a change raises or clears the alarm. Until the first call after
+    /// a restart, a restored system alarm stays as it was.
+    pub fn on_system_check(
+        &mut self,
+        check: SystemCheck,
+        failing: bool,
+        now: Millis,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        self.system_failing[check.index()] = failing;
+        if let Some(&slot) = self.slot_of.get(&AlarmSource::System { check }) {
+            self.judge_slot(slot as usize, now, out);
         }
     }
 

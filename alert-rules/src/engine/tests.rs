@@ -1,7 +1,7 @@
 //! Every state transition and every rule kind, with explicit time.
 
 use super::*;
-use crate::alarm::{ConditionId, Level, Priority, Transition};
+use crate::alarm::{ConditionId, Level, Priority, SystemCheck, Transition};
 use crate::condition::Condition;
 use crate::reading::Quality;
 use crate::rules::{
@@ -1278,7 +1278,12 @@ fn mode_events_are_bounded_and_counted() {
 fn sources_and_open_alarm_lookup() {
     let e = fault_engine();
     let sources: Vec<_> = e.sources().collect();
-    assert_eq!(sources, [h(0), AlarmSource::Fault { point: PointId(0) }]);
+    let system = SystemCheck::ALL.map(|check| AlarmSource::System { check });
+    assert_eq!(
+        sources[..2],
+        [h(0), AlarmSource::Fault { point: PointId(0) }]
+    );
+    assert_eq!(sources[2..], system);
     assert!(e.open_alarm(h(0)).is_none());
 }
 
@@ -1343,4 +1348,54 @@ fn a_forward_clock_step_is_not_communication_loss() {
     e.tick(5_200 + step + 10_000, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].alarm.source, AlarmSource::CommLoss { device: d });
+}
+
+// ---------------------------------------------------------------- Sentinel's own checks
+
+fn system(e: &mut Engine, check: SystemCheck, failing: bool, t: Millis) -> Vec<AlarmEvent> {
+    let mut out = Vec::new();
+    e.on_system_check(check, failing, t, &mut out);
+    out
+}
+
+#[test]
+fn system_check_raises_once_clears_and_needs_acknowledging() {
+    let mut e = gas_engine();
+    let ev = system(&mut e, SystemCheck::UpstreamRejected, true, 1_000);
+    assert_eq!(ts(&ev), [(Transition::Raised, ActiveUnacked)]);
+    assert!(ev[0].announce());
+    assert_eq!(ev[0].alarm.priority, Priority::High);
+    assert_eq!(
+        ev[0].alarm.source,
+        AlarmSource::System {
+            check: SystemCheck::UpstreamRejected
+        }
+    );
+    let id = ev[0].alarm.id;
+    // Reported again while failing: nothing new. The other check is independent.
+    assert!(system(&mut e, SystemCheck::UpstreamRejected, true, 2_000).is_empty());
+    assert!(system(&mut e, SystemCheck::DiskBudget, false, 2_000).is_empty());
+    assert!(tick(&mut e, 3_000).is_empty());
+    let ev = system(&mut e, SystemCheck::UpstreamRejected, false, 4_000);
+    assert_eq!(ts(&ev), [(Transition::Cleared, ReturnedUnacked)]);
+    assert_eq!(
+        ts(&ack(&mut e, id, 5_000).unwrap()),
+        [(Transition::Acknowledged, Normal)]
+    );
+    assert!(e.open_alarms().is_empty());
+}
+
+#[test]
+fn restored_system_alarm_waits_for_the_next_report() {
+    let mut e = gas_engine();
+    let ev = system(&mut e, SystemCheck::DiskBudget, true, 1_000);
+    let restored = vec![(ev[0].alarm.clone(), ev[0].seq)];
+    let mut fresh = gas_engine();
+    assert!(fresh.restore(restored).is_empty());
+    // Ticks alone do not clear it: nobody has said the store is fine yet.
+    assert!(tick(&mut fresh, 2_000).is_empty());
+    assert!(tick(&mut fresh, 60_000).is_empty());
+    assert_eq!(fresh.open_alarms().len(), 1);
+    let ev = system(&mut fresh, SystemCheck::DiskBudget, false, 61_000);
+    assert_eq!(ts(&ev), [(Transition::Cleared, ReturnedUnacked)]);
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alert_rules::kpi::{AlarmLoad, KpiConfig};
-use alert_rules::{AlarmEvent, ColourChange, Engine, Millis, ModeEvent, Quality, RiskMap};
+use alert_rules::{
+    AlarmEvent, ColourChange, Engine, Millis, ModeEvent, Quality, RiskMap, SystemCheck,
+};
 use drivers::{FieldEvent, now_millis};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -128,6 +130,11 @@ impl EngineTask {
                 _ = tick.tick() => {
                     let now = state.clock(&mut engine);
                     engine.tick(now, &mut state.events);
+                    for check in SystemCheck::ALL {
+                        if let Some(failing) = state.metrics.system_checks.get(check) {
+                            engine.on_system_check(check, failing, now, &mut state.events);
+                        }
+                    }
                     engine.drain_mode_events(&mut state.modes);
                     state.risk.tick(now, &mut state.colours);
                     state.metrics.engine_heartbeat.inc();

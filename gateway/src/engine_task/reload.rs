@@ -84,6 +84,7 @@ impl Remap<'_> {
             AlarmSource::Condition { condition } => AlarmSource::Condition {
                 condition: self.condition(condition)?,
             },
+            AlarmSource::System { check } => AlarmSource::System { check },
         })
     }
     fn scope(&self, s: Scope) -> Option<Scope> {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use alert_rules::SystemCheck;
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +38,7 @@ pub struct InfluxSink {
 
 /// What to do after one write request.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     Accepted,
     /// 413: the batch is too large for the upstream.
     TooLarge,
@@ -56,28 +57,14 @@ enum Outcome {
 
 impl InfluxSink {
     fn write_url(&self) -> Result<reqwest::Url, String> {
-        let c = &self.config;
-        let base = c.url.trim_end_matches('/');
-        let (path, params): (&str, Vec<(&str, &str)>) = match c.api {
-            InfluxApi::V2 => (
-                "/api/v2/write",
-                vec![("org", &c.org), ("bucket", &c.bucket), ("precision", "ms")],
-            ),
-            InfluxApi::V1 => ("/write", vec![("db", &c.database), ("precision", "ms")]),
-        };
-        reqwest::Url::parse_with_params(&format!("{base}{path}"), &params)
-            .map_err(|e| e.to_string())
+        write_url(&self.config)
     }
 
     /// Forward until `shutdown`. After `drain` is cancelled, return once everything stored has
     /// been forwarded.
     pub async fn run(self, drain: CancellationToken, shutdown: CancellationToken) {
         let sink = SINK_NAME;
-        let client = match reqwest::Client::builder()
-            .timeout(Duration::from_millis(self.config.timeout_ms))
-            .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION")))
-            .build()
-        {
+        let client = match http_client(self.config.timeout_ms) {
             Ok(c) => c,
             Err(error) => {
                 tracing::error!(%error, sink, "The sink's HTTP client could not be built; readings stay in the store.");
@@ -190,6 +177,9 @@ impl InfluxSink {
                     cursor = Some(last);
                     attempts = 0;
                     m.failing.set(sink, "", 0);
+                    self.metrics
+                        .system_checks
+                        .set(SystemCheck::UpstreamRejected, false);
                     if let Some(since) = failing_since.take() {
                         tracing::info!(
                             sink,
@@ -284,6 +274,9 @@ impl InfluxSink {
         }
         *cursor = Some(last.rowid);
         m.dead_letter_points.add(sink, "", rows.len() as u64);
+        self.metrics
+            .system_checks
+            .set(SystemCheck::UpstreamRejected, true);
         m.last_loss_ms.set(drivers::now_millis().max(1) as u64);
         tracing::error!(
             sink,
@@ -297,53 +290,86 @@ impl InfluxSink {
     }
 
     async fn send(&self, client: &reqwest::Client, url: &reqwest::Url, body: &str) -> Outcome {
-        let mut req = client
-            .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8");
-        if let Some(token) = &self.config.token {
-            req = req.header(
-                reqwest::header::AUTHORIZATION,
-                format!("Token {}", token.expose()),
-            );
-        }
-        req = if self.config.gzip {
-            match gzip(body) {
-                Ok(bytes) => req
-                    .header(reqwest::header::CONTENT_ENCODING, "gzip")
-                    .body(bytes),
-                Err(_) => req.body(body.to_owned()),
-            }
-        } else {
-            req.body(body.to_owned())
-        };
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::Retry {
-                    reason: "network_error",
-                    error: if e.is_timeout() {
-                        "timeout".to_owned()
-                    } else {
-                        e.to_string()
-                    },
-                    after: None,
-                };
-            }
-        };
-        let status = resp.status();
-        if status.is_success() {
-            return Outcome::Accepted;
-        }
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s).min(RETRY_AFTER_MAX));
-        let text = resp.text().await.unwrap_or_default();
-        let error = format!("HTTP {status}: {}", truncate(&text, ERROR_BODY_MAX));
-        classify(status, error, retry_after)
+        let token = self.config.token.as_ref().map(|t| t.expose());
+        post(client, url, token, self.config.gzip, body).await
     }
+}
+
+/// The write endpoint of an InfluxDB v2 (`/api/v2/write`) or v1 (`/write`) server, with
+/// millisecond precision. Shared with the regional hub's writer (`hub::tsdb`).
+pub(crate) fn write_url(c: &InfluxDb) -> Result<reqwest::Url, String> {
+    let base = c.url.trim_end_matches('/');
+    let (path, params): (&str, Vec<(&str, &str)>) = match c.api {
+        InfluxApi::V2 => (
+            "/api/v2/write",
+            vec![("org", &c.org), ("bucket", &c.bucket), ("precision", "ms")],
+        ),
+        InfluxApi::V1 => ("/write", vec![("db", &c.database), ("precision", "ms")]),
+    };
+    reqwest::Url::parse_with_params(&format!("{base}{path}"), &params).map_err(|e| e.to_string())
+}
+
+/// The HTTP client of a writer: its timeout per request and our user agent.
+pub(crate) fn http_client(timeout_ms: u64) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_millis(timeout_ms))
+        .user_agent(concat!("sentinel/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// One write request of line protocol, classified for the caller's delivery policy (413
+/// split, 429/5xx/network retry, 401/403 retry as a configuration fault, other 4xx refused).
+/// Shared with the regional hub's writer (`hub::tsdb`).
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    token: Option<&str>,
+    gzip_body: bool,
+    body: &str,
+) -> Outcome {
+    let mut req = client
+        .post(url.clone())
+        .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    if let Some(token) = token {
+        req = req.header(reqwest::header::AUTHORIZATION, format!("Token {token}"));
+    }
+    req = if gzip_body {
+        match gzip(body) {
+            Ok(bytes) => req
+                .header(reqwest::header::CONTENT_ENCODING, "gzip")
+                .body(bytes),
+            Err(_) => req.body(body.to_owned()),
+        }
+    } else {
+        req.body(body.to_owned())
+    };
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Retry {
+                reason: "network_error",
+                error: if e.is_timeout() {
+                    "timeout".to_owned()
+                } else {
+                    e.to_string()
+                },
+                after: None,
+            };
+        }
+    };
+    let status = resp.status();
+    if status.is_success() {
+        return Outcome::Accepted;
+    }
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(RETRY_AFTER_MAX));
+    let text = resp.text().await.unwrap_or_default();
+    let error = format!("HTTP {status}: {}", truncate(&text, ERROR_BODY_MAX));
+    classify(status, error, retry_after)
 }
 
 fn classify(status: StatusCode, error: String, retry_after: Option<Duration>) -> Outcome {

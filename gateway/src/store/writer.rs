@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alert_rules::{Alarm, AlarmState, Millis, Reading};
+use alert_rules::{Alarm, AlarmState, Millis, Reading, SystemCheck};
 use rusqlite::{Connection, params};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
@@ -365,6 +365,15 @@ impl Writer {
                 m.store_used_bytes.set(outcome.used_bytes);
                 m.store_over_budget
                     .set(u64::from(outcome.used_bytes > budget));
+                // Raised by any drop; cleared only well under the budget, so that a store
+                // living at its budget (dropping a little every few minutes) stays one standing
+                // alarm instead of one per drop.
+                let checks = &self.setup.metrics.system_checks;
+                if outcome.dropped > 0 || outcome.used_bytes > budget {
+                    checks.set(SystemCheck::DiskBudget, true);
+                } else if outcome.used_bytes < budget / 10 * 8 {
+                    checks.set(SystemCheck::DiskBudget, false);
+                }
                 if outcome.dropped > 0 {
                     m.readings_dropped.add("disk_budget", "", outcome.dropped);
                     m.readings_dropped
