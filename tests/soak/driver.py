@@ -25,7 +25,8 @@ class Device:
         self.tid = 0
 
     def write(self, address: int, values: list[int]) -> None:
-        for attempt in range(2):
+        # A device busy or restarting is retried for about ten seconds before the soak gives up.
+        for attempt in range(20):
             try:
                 if self.sock is None:
                     self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
@@ -39,8 +40,9 @@ class Device:
                 if self.sock is not None:
                     self.sock.close()
                 self.sock = None
-                if attempt:
+                if attempt == 19:
                     raise
+                time.sleep(0.5)
 
 
 def get(api: str, path: str):

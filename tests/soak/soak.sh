@@ -51,6 +51,15 @@ for i in $(seq 1 "$DEVICES"); do
     PORTS+=("$port")
 done
 
+# pymodbus takes a few seconds to listen on a busy machine; the driver writes to the devices
+# from its first second, so wait for every port.
+for port in "${PORTS[@]}"; do
+    for _ in $(seq 1 300); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+done
+
 HTTP_PORT=$(free_port)
 CFG="$OUT/sentinel.toml"
 {
