@@ -6,6 +6,7 @@
 #   mqtt_payload   topic filters/templates, payload → value, timestamp and quality
 #   condition      the rule condition language: compile, recompile, Kleene evaluation
 #   api_bodies     copies of the HTTP API's JSON body types (see the target's header)
+#   config         the configuration loader: TOML → validated config → plant, read plans, engine
 #
 # The toolchain here is stable only; cargo-fuzz needs nightly flags, which RUSTC_BOOTSTRAP=1
 # allows on stable. cargo-fuzz is installed from crates.io when missing (about 1.5 min).
@@ -30,7 +31,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ_DIR="$ROOT/fuzz"
 SECS="${SENTINEL_FUZZ_SECS:-20}"
 JOBS="${SENTINEL_FUZZ_JOBS:-1}"
-TARGETS="${SENTINEL_FUZZ_TARGETS:-modbus_decode mqtt_payload condition api_bodies}"
+TARGETS="${SENTINEL_FUZZ_TARGETS:-modbus_decode mqtt_payload condition api_bodies config}"
 START=$(date +%s)
 
 log() { printf '[%s fuzz +%ss] %s\n' "$(date -u +%H:%M:%S)" "$(($(date +%s) - START))" "$*"; }

@@ -7,25 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-mod api;
-mod config;
-mod demo;
-mod engine_task;
-mod event;
-mod field;
-mod hub;
-mod journal;
-mod metrics;
-mod modes;
-mod notify;
-mod plant;
-mod reload;
-mod rulebook;
-mod run;
-mod sink;
-mod store;
-mod systemd;
-mod tickets;
+use sentinel_gateway::{config, demo, hub, journal, plant, run, store};
+
 
 /// Exit code for an invalid configuration (EX_USAGE... EX_DATAERR in sysexits: 64 is EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
