@@ -89,6 +89,8 @@ export async function startSentinel(config, env = {}) {
   return {
     url: p => `http://${addr}${p}`,
     log: () => { try { return readFileSync(log, 'utf8'); } catch { return ''; } },
+    /** Send a signal (SIGSTOP freezes the process with its connections open; SIGKILL). */
+    signal: sig => child.kill(sig),
     async stop() {
       child.kill('SIGTERM');
       await Promise.race([new Promise(r => child.once('exit', r)), sleep(10000)]);
@@ -119,4 +121,68 @@ export async function launchBrowser() {
 export function screenshotPath(name) {
   mkdirSync(ARTIFACTS, { recursive: true });
   return path.join(ARTIFACTS, `${name}.png`);
+}
+
+/** The Mosquitto binary: SENTINEL_TEST_MOSQUITTO_BIN, else Debian's; null when there is none. */
+export function mosquittoBin() {
+  const candidates = [process.env.SENTINEL_TEST_MOSQUITTO_BIN, '/usr/sbin/mosquitto', '/usr/bin/mosquitto'];
+  return candidates.find(p => p && existsSync(p)) ?? null;
+}
+
+/** A private Mosquitto on a free loopback port, anonymous, without persistence. */
+export async function startMosquitto() {
+  const bin = mosquittoBin();
+  if (!bin) throw new Error('no mosquitto binary: set SENTINEL_TEST_MOSQUITTO_BIN (tests/run.sh does)');
+  const { openSync } = await import('node:fs');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sentinel-mosquitto-'));
+  const port = await freePort();
+  const user = os.userInfo().username;
+  writeFileSync(path.join(dir, 'mosquitto.conf'),
+    `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nuser ${user}\n`);
+  const log = path.join(dir, 'mosquitto.log');
+  const child = spawn(bin, ['-c', path.join(dir, 'mosquitto.conf')], { stdio: ['ignore', openSync(log, 'a'), openSync(log, 'a')] });
+  await waitFor('mosquitto to listen', 10000, () => new Promise(resolve => {
+    const sock = net.connect(port, '127.0.0.1');
+    sock.once('connect', () => { sock.destroy(); resolve(true); });
+    sock.once('error', () => resolve(false));
+  }));
+  return {
+    port,
+    log: () => { try { return readFileSync(log, 'utf8'); } catch { return ''; } },
+    async stop() {
+      child.kill('SIGTERM');
+      await Promise.race([new Promise(r => child.once('exit', r)), sleep(5000)]);
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The real binary as a regional hub (`sentinel hub`) with `config`; its HTTP address from the ready file. */
+export async function startHub(config, env = {}) {
+  const bin = path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target'), 'debug', 'sentinel');
+  if (!existsSync(bin)) throw new Error(`${bin} is missing: cargo build -p sentinel-gateway first`);
+  const { openSync } = await import('node:fs');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sentinel-hub-'));
+  const configPath = path.join(dir, 'hub.toml');
+  writeFileSync(configPath, config);
+  const ready = path.join(dir, 'ready');
+  const log = path.join(dir, 'hub.log');
+  const child = spawn(bin, ['hub', '-c', configPath, '--ready-file', ready], {
+    env: { ...process.env, SENTINEL_LOG: 'info', ...env },
+    stdio: ['ignore', 'ignore', openSync(log, 'a')],
+  });
+  const addr = await waitFor('the hub to listen', 30000, async () => {
+    try { return readFileSync(ready, 'utf8').trim() || null; } catch { return null; }
+  });
+  return {
+    url: p => `http://${addr}${p}`,
+    log: () => { try { return readFileSync(log, 'utf8'); } catch { return ''; } },
+    async stop() {
+      child.kill('SIGTERM');
+      await Promise.race([new Promise(r => child.once('exit', r)), sleep(10000)]);
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

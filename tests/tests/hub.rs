@@ -1,6 +1,9 @@
 //! The regional hub end to end: three real gateways publish over a real Mosquitto; the hub
 //! shows each site's colour within 2 s of a change, turns a killed gateway's site grey, and
-//! receives the alarms a gateway raised while the broker was down once it is back.
+//! receives the alarms a gateway raised while the broker was down once it is back. With a
+//! `[tsdb]` section, the hub writes statuses, alarm events, offline alarms and downsampled
+//! readings to a real VictoriaMetrics, across an outage of the store.
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -303,4 +306,244 @@ async fn hub_follows_three_gateways_through_changes_kills_and_outages() {
         assert_eq!(code, Some(0));
     }
     device.kill().await;
+}
+
+fn tsdb_hub_config(broker_port: u16, vm: &str) -> String {
+    format!(
+        r#"
+offline_after_secs = 30
+
+[hub]
+id = "tsdb-region"
+name = "TSDB region"
+
+[broker]
+host = "127.0.0.1"
+port = {broker_port}
+reconnect_max_secs = 1
+
+[http]
+listen = "127.0.0.1:0"
+
+[tsdb]
+url = "{vm}"
+org = "region"
+bucket = "hub"
+flush_interval_ms = 200
+status_interval_secs = 2
+timeout_ms = 1000
+max_backoff_secs = 1
+
+[[sites]]
+id = "ts-1"
+name = "Tank farm"
+sector = "hazardous_chemicals"
+major_hazard_grade = 1
+"#
+    )
+}
+
+/// Every value of the series matching `selector`, oldest first, after a flush.
+async fn vm_values(vm: &str, selector: &str) -> Vec<(i64, f64)> {
+    let mut all: Vec<(i64, f64)> = sentinel_tests::vm_export(vm, selector)
+        .await
+        .into_values()
+        .flatten()
+        .collect();
+    all.sort_by_key(|(t, _)| *t);
+    all
+}
+
+async fn hub_metric(hub: &Hub, series: &str) -> Option<f64> {
+    let text = hub
+        .http
+        .get(format!("http://{}/metrics", hub.addr))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_writes_statuses_alarms_and_offline_alarms_to_the_regional_tsdb() {
+    let Some(mut vm) = sentinel_tests::VictoriaMetrics::start_private(&[]).await else {
+        return;
+    };
+    let Some(broker) = Mosquitto::start("allow_anonymous true").await else {
+        return;
+    };
+    let Some(device) = PyModbusDevice::start(&[]).await else {
+        return;
+    };
+    device.write_register(20, 5).await;
+    let url = vm.url();
+    // The store is down when the hub starts: writes fail, are counted and retried.
+    vm.stop().await;
+    // With downsampled readings on the uplink, every second.
+    let config = gateway("ts-1", device.port, 20, broker.port).replace(
+        "status_interval_secs = 1",
+        "status_interval_secs = 1\nreadings_every_secs = 1",
+    );
+    let gateway = Sentinel::start(&config).await;
+    let hub = Hub::start(&tsdb_hub_config(broker.port, &url)).await;
+    let t = Duration::from_secs(15);
+    wait_for("ts-1 online at the hub", t, || async {
+        let s = hub.site("ts-1").await?;
+        (s["online"] == true && s["colour"] == "blue").then_some(())
+    })
+    .await;
+    wait_for("a failed write counted", t, || async {
+        let n = hub_metric(&hub, "sentinel_hub_tsdb_write_failures_total").await?;
+        (n >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        hub_metric(&hub, "sentinel_hub_tsdb_failing").await,
+        Some(1.0)
+    );
+    let down_until = drivers_now_ms();
+    vm.start().await;
+
+    // A critical alarm: red; then the gateway dies: grey and an offline alarm.
+    device.write_register(20, 60).await;
+    wait_for("ts-1 red at the hub", t, || async {
+        let s = hub.site("ts-1").await?;
+        (s["colour"] == "red").then_some(())
+    })
+    .await;
+    // The downsampled readings carry the new value within a window or two.
+    let reading = r#"site="ts-1",hub="tsdb-region",point="GT-1""#;
+    wait_for("60 %LEL in the downsampled readings", t, || async {
+        let max = vm_values(&url, &format!("site_reading_max{{{reading}}}")).await;
+        max.iter().any(|(_, x)| *x == 60.0).then_some(())
+    })
+    .await;
+    let _ = gateway.kill9().await;
+    wait_for("ts-1 grey at the hub", t, || async {
+        let s = hub.site("ts-1").await?;
+        (s["colour"] == "grey").then_some(())
+    })
+    .await;
+
+    let site = r#"site="ts-1",hub="tsdb-region",sector="hazardous_chemicals",grade="1""#;
+    let colours = wait_for("the colours in VictoriaMetrics", t, || async {
+        let v = vm_values(&url, &format!("site_status_colour{{{site}}}")).await;
+        let seen: Vec<f64> = v.iter().map(|(_, x)| *x).collect();
+        // blue (1), red (4), grey (0), in that order.
+        let blue = seen.iter().position(|x| *x == 1.0)?;
+        let red = seen.iter().rposition(|x| *x == 4.0)?;
+        let grey = seen.iter().rposition(|x| *x == 0.0)?;
+        (blue < red && red < grey).then_some(v)
+    })
+    .await;
+    assert!(
+        colours[0].0 < down_until,
+        "statuses queued while the store was down were written later: {colours:?}"
+    );
+    let last = |v: Vec<(i64, f64)>| v.last().map(|(_, x)| *x);
+    let online = vm_values(&url, &format!("site_status_online{{{site}}}")).await;
+    assert!(online.iter().any(|(_, x)| *x == 1.0), "{online:?}");
+    assert_eq!(last(online), Some(0.0));
+    let critical = vm_values(&url, &format!("site_status_alarms_critical{{{site}}}")).await;
+    assert!(critical.iter().any(|(_, x)| *x == 1.0), "{critical:?}");
+    let high = vm_values(&url, &format!("site_status_alarms_high{{{site}}}")).await;
+    assert!(high.iter().any(|(_, x)| *x == 1.0), "{high:?}");
+    let unacked = vm_values(&url, &format!("site_status_unacknowledged{{{site}}}")).await;
+    assert!(unacked.iter().any(|(_, x)| *x >= 1.0), "{unacked:?}");
+    assert_eq!(
+        last(vm_values(&url, &format!("site_status_points_total{{{site}}}")).await),
+        Some(1.0)
+    );
+    let quality = vm_values(&url, &format!("site_status_data_quality_pct{{{site}}}")).await;
+    // Time-weighted since the hub started (the first status may count no point online yet).
+    assert!(
+        quality.iter().all(|(_, x)| (0.0..=100.0).contains(x))
+            && quality.iter().any(|(_, x)| *x > 0.0),
+        "{quality:?}"
+    );
+
+    // The alarm events, with their labels and values.
+    let raised = vm_values(
+        &url,
+        r#"site_alarm_value{site="ts-1",point="GT-1",priority="critical",level="HH",transition="raised",kind="limit"}"#,
+    )
+    .await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].1, 60.0);
+    let active = vm_values(
+        &url,
+        r#"site_alarm_active{site="ts-1",priority="high",level="H",transition="raised"}"#,
+    )
+    .await;
+    assert_eq!(active.iter().map(|(_, x)| *x).collect::<Vec<_>>(), [1.0]);
+    let limit = vm_values(&url, r#"site_alarm_limit{site="ts-1",level="HH"}"#).await;
+    assert_eq!(limit.last().map(|(_, x)| *x), Some(50.0));
+
+    // The downsampled readings: 5 %LEL before the alarm, 60 after, in windows of a second.
+    let max = vm_values(&url, &format!("site_reading_max{{{reading}}}")).await;
+    let min = vm_values(&url, &format!("site_reading_min{{{reading}}}")).await;
+    assert!(min.iter().any(|(_, x)| *x == 5.0), "{min:?}");
+    assert!(max.iter().any(|(_, x)| *x == 60.0), "{max:?}");
+    let n = vm_values(&url, &format!("site_reading_n{{{reading}}}")).await;
+    assert!(!n.is_empty() && n.iter().all(|(_, x)| *x >= 1.0), "{n:?}");
+    let mean = vm_values(&url, &format!("site_reading_mean{{{reading}}}")).await;
+    assert!(
+        mean.iter().all(|(_, x)| (5.0..=60.0).contains(x)),
+        "{mean:?}"
+    );
+
+    // The hub's offline alarm.
+    let offline = wait_for("the offline alarm in VictoriaMetrics", t, || async {
+        let v = vm_values(
+            &url,
+            r#"site_offline_active{site="ts-1",hub="tsdb-region"}"#,
+        )
+        .await;
+        (!v.is_empty()).then_some(v)
+    })
+    .await;
+    assert_eq!(offline.last().map(|(_, x)| *x), Some(1.0));
+
+    // Counted: everything written once the store was back, nothing dropped.
+    wait_for("the queue empties", t, || async {
+        let q = hub_metric(&hub, "sentinel_hub_tsdb_queue_lines").await?;
+        (q == 0.0).then_some(())
+    })
+    .await;
+    assert!(
+        hub_metric(&hub, "sentinel_hub_tsdb_lines_written_total")
+            .await
+            .unwrap()
+            > 5.0
+    );
+    assert_eq!(
+        hub_metric(
+            &hub,
+            r#"sentinel_hub_tsdb_lines_dropped_total{reason="queue_full"}"#
+        )
+        .await,
+        Some(0.0)
+    );
+    assert_eq!(
+        hub_metric(&hub, "sentinel_hub_tsdb_failing").await,
+        Some(0.0)
+    );
+    assert!(
+        hub.log()
+            .contains("Writing to the time-series store failed; will retry."),
+        "{}",
+        hub.log()
+    );
+    device.kill().await;
+}
+
+fn drivers_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

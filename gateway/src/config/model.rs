@@ -203,6 +203,8 @@ const fn default_tick_ms() -> u64 {
 /// A field device, by protocol.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "protocol", rename_all = "snake_case")]
+// Parsed once at start, a few hundred at most: boxing the larger variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Device {
     ModbusTcp(ModbusTcpDevice),
     /// RTU over a local serial port (RS-485 adapter).
@@ -591,6 +593,10 @@ pub struct MqttNotify {
     /// Longest wait between two delivery attempts.
     #[serde(default = "default_max_backoff_secs")]
     pub max_backoff_secs: u64,
+    /// Downsampled readings: every this many seconds, per point min/max/mean/last over the
+    /// window, QoS 0 to `{prefix}/{site}/readings` (docs/scale.md). 0 (the default): off.
+    #[serde(default)]
+    pub readings_every_secs: u64,
 }
 
 fn default_mqtt_prefix() -> String {

@@ -15,17 +15,23 @@ use super::{Shared, lock};
 struct HubState {
     region: Shared,
     hub: HubIdentity,
+    tsdb: Option<std::sync::Arc<super::tsdb::Shared>>,
 }
 
-pub fn router(region: Shared, hub: HubIdentity) -> Router {
+pub fn router(
+    region: Shared,
+    hub: HubIdentity,
+    tsdb: Option<std::sync::Arc<super::tsdb::Shared>>,
+) -> Router {
     Router::new()
         .route("/", get(map))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/sites/{id}", get(site))
         .route("/api/v1/alarms", get(alarms))
         .route("/api/v1/offline", get(offline))
-        .with_state(HubState { region, hub })
+        .with_state(HubState { region, hub, tsdb })
 }
 
 async fn map() -> Html<&'static str> {
@@ -33,8 +39,31 @@ async fn map() -> Html<&'static str> {
 }
 
 async fn healthz(State(s): State<HubState>) -> Json<serde_json::Value> {
+    let tsdb = s.tsdb.as_ref().map(|t| t.stats());
     Json(
-        json!({ "status": "ok", "hub": s.hub.id, "name": s.hub.name, "version": env!("CARGO_PKG_VERSION") }),
+        json!({ "status": "ok", "hub": s.hub.id, "name": s.hub.name, "version": env!("CARGO_PKG_VERSION"), "tsdb": tsdb }),
+    )
+}
+
+/// Prometheus text: sites by colour and reporting, and the time-series writer's counters.
+async fn metrics(State(s): State<HubState>) -> impl IntoResponse {
+    use std::fmt::Write as _;
+    let summaries = lock(&s.region).summaries();
+    let mut out = String::new();
+    out.push_str("# HELP sentinel_hub_sites Sites by live colour (grey: not reporting).\n# TYPE sentinel_hub_sites gauge\n");
+    for c in ["red", "orange", "yellow", "blue", "grey"] {
+        let n = summaries.iter().filter(|x| x.colour == c).count();
+        let _ = writeln!(out, "sentinel_hub_sites{{colour=\"{c}\"}} {n}");
+    }
+    if let Some(t) = &s.tsdb {
+        super::tsdb::metrics_text(&t.stats(), &mut out);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
     )
 }
 
@@ -68,20 +97,76 @@ async fn sites(
 }
 
 async fn site(State(s): State<HubState>, Path(id): Path<String>) -> impl IntoResponse {
+    let now = drivers::now_millis();
     let region = lock(&s.region);
     let (Some(summary), Some(site)) = (region.summary(&id), region.sites.get(&id)) else {
         return (
             StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("no site {id:?} has reported")})),
+            Json(json!({"error": format!("no site {id:?} is known")})),
         )
             .into_response();
     };
+    let mut alarms: Vec<serde_json::Value> =
+        site.alarms.values().map(|a| alarm_view(a, now)).collect();
+    // Unacknowledged first, then the most urgent, then the newest.
+    alarms.sort_by(|a, b| {
+        let key = |v: &serde_json::Value| {
+            (
+                v["acknowledged"] == false,
+                priority_rank(v["priority"].as_str().unwrap_or("")),
+                v["raised_at"].as_str().unwrap_or("").to_owned(),
+            )
+        };
+        key(b).cmp(&key(a))
+    });
+    let units = site
+        .status
+        .as_ref()
+        .and_then(|st| st.get("units"))
+        .cloned()
+        .unwrap_or_else(|| json!([]));
     Json(json!({
         "site": summary,
         "status": site.status,
-        "alarms": site.alarms.values().rev().collect::<Vec<_>>(),
+        "units": units,
+        "alarms": alarms,
+        "at": crate::event::rfc3339(now),
     }))
     .into_response()
+}
+
+fn priority_rank(p: &str) -> u8 {
+    match p {
+        "critical" => 3,
+        "high" => 2,
+        "medium" => 1,
+        _ => 0,
+    }
+}
+
+/// An open alarm as the site page shows it: the latest event plus whether it is acknowledged,
+/// how long that took (acknowledged) or how long it has waited (not yet).
+fn alarm_view(event: &serde_json::Value, now: alert_rules::Millis) -> serde_json::Value {
+    let time = |k: &str| {
+        event
+            .get(k)
+            .and_then(|v| v.as_str())
+            .and_then(super::state::parse_time)
+    };
+    let state = event.get("state").and_then(|v| v.as_str()).unwrap_or("");
+    let acked_at = time("acked_at");
+    let acknowledged = acked_at.is_some() || state == "active_acked";
+    let raised = time("raised_at");
+    let mut v = event.clone();
+    v["acknowledged"] = json!(acknowledged);
+    v["time_to_ack_secs"] = match (raised, acked_at) {
+        (Some(r), Some(a)) => json!((a - r).max(0) as f64 / 1000.0),
+        _ => serde_json::Value::Null,
+    };
+    v["age_secs"] = raised.map_or(serde_json::Value::Null, |r| {
+        json!((now - r).max(0) as f64 / 1000.0)
+    });
+    v
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,7 @@
 pub mod config;
 mod http;
 pub mod state;
+pub mod tsdb;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,29 +42,83 @@ pub async fn run(
     options: HubOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let region: Shared = Arc::new(Mutex::new(Region::new(&config.sites)));
+    let mut initial = Region::new(&config.sites);
+    let tsdb_queue = config.tsdb.as_ref().map(|t| {
+        initial.enable_feed();
+        tsdb::Shared::new(t.queue_max_bytes)
+    });
+    let region: Shared = Arc::new(Mutex::new(initial));
     let started = now_millis();
+    let writer = match (&config.tsdb, &tsdb_queue) {
+        (Some(t), Some(q)) => {
+            tracing::info!(url = %t.url, bucket = %t.bucket, "Writing site statuses and alarms to the regional time-series store.");
+            Some(tokio::spawn(tsdb::run(
+                t.clone(),
+                Arc::clone(q),
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
 
     let intake = tokio::spawn(intake(
         config.clone(),
         Arc::clone(&region),
+        tsdb_queue.clone(),
         shutdown.clone(),
     ));
     let offline_after_ms = (config.offline_after_secs * 1000) as i64;
     let watch_region = Arc::clone(&region);
     let watch_stop = shutdown.clone();
+    let watch_queue = tsdb_queue.clone();
+    let (flush_every, status_every) =
+        config
+            .tsdb
+            .as_ref()
+            .map_or((Duration::from_secs(1), Duration::from_secs(60)), |t| {
+                (
+                    Duration::from_millis(t.flush_interval_ms),
+                    Duration::from_secs(t.status_interval_secs),
+                )
+            });
+    let hub_id = config.hub.id.clone();
     let watcher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut minute = tokio::time::interval(Duration::from_secs(60));
+        let mut minute = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        let mut flush = tokio::time::interval(flush_every);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_all = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                () = watch_stop.cancelled() => return,
+                () = watch_stop.cancelled() => break,
                 _ = tick.tick() => {
-                    let changes = lock(&watch_region).tick(now_millis(), offline_after_ms, started);
+                    let mut region = lock(&watch_region);
+                    region.accumulate_quality();
+                    let changes = region.tick(now_millis(), offline_after_ms, started);
+                    drop(region);
                     changes.iter().for_each(log_presence);
                 }
                 _ = minute.tick() => lock(&watch_region).sample_quality(),
+                _ = flush.tick(), if watch_queue.is_some() => {
+                    let all = tokio::time::Instant::now() >= next_all;
+                    if all {
+                        next_all = tokio::time::Instant::now() + status_every;
+                    }
+                    let (lines, dropped) = tsdb::encode(&mut lock(&watch_region), &hub_id, now_millis(), all);
+                    if let Some(q) = &watch_queue {
+                        q.push_all(lines, dropped);
+                    }
+                }
             }
+        }
+        // What changed last is handed to the writer for its final attempt.
+        if let Some(q) = &watch_queue {
+            let (lines, dropped) =
+                tsdb::encode(&mut lock(&watch_region), &hub_id, now_millis(), false);
+            q.push_all(lines, dropped);
         }
     });
 
@@ -71,7 +126,7 @@ pub async fn run(
         .await
         .with_context(|| format!("binding the hub's HTTP server to {}", config.http.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
-    let app = http::router(Arc::clone(&region), config.hub.clone());
+    let app = http::router(Arc::clone(&region), config.hub.clone(), tsdb_queue.clone());
     let http_stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -88,6 +143,9 @@ pub async fn run(
     shutdown.cancelled().await;
     let _ = intake.await;
     let _ = watcher.await;
+    if let Some(w) = writer {
+        let _ = w.await;
+    }
     let _ = server.await;
     tracing::info!("Sentinel hub stopped.");
     Ok(())
@@ -105,7 +163,12 @@ fn log_presence(p: &Presence) {
 }
 
 /// Subscribe and feed the region; reconnect with capped backoff for as long as it takes.
-async fn intake(config: HubConfig, region: Shared, shutdown: CancellationToken) {
+async fn intake(
+    config: HubConfig,
+    region: Shared,
+    tsdb: Option<Arc<tsdb::Shared>>,
+    shutdown: CancellationToken,
+) {
     let prefix = config.topic_prefix.trim_end_matches('/').to_owned();
     let alarms_filter = if config.share_group.is_empty() {
         format!("{prefix}/+/alarms")
@@ -113,6 +176,8 @@ async fn intake(config: HubConfig, region: Shared, shutdown: CancellationToken) 
         format!("$share/{}/{prefix}/+/alarms", config.share_group)
     };
     let status_filter = format!("{prefix}/+/status");
+    // Downsampled readings matter only to the time-series store; QoS 0 like their publication.
+    let readings_filter = tsdb.as_ref().map(|_| format!("{prefix}/+/readings"));
     let session = Session {
         client_id: config
             .broker
@@ -151,6 +216,11 @@ async fn intake(config: HubConfig, region: Shared, shutdown: CancellationToken) 
                         tracing::error!(%error, filter, "Subscribing failed.");
                     }
                 }
+                if let Some(filter) = &readings_filter
+                    && let Err(error) = client.try_subscribe(filter, Qos::AtMostOnce)
+                {
+                    tracing::error!(%error, filter, "Subscribing failed.");
+                }
             }
             Ok(Event::Message(m)) => {
                 let Some(topic) = m.topic.as_deref() else {
@@ -173,6 +243,12 @@ async fn intake(config: HubConfig, region: Shared, shutdown: CancellationToken) 
                 let change = match kind {
                     "status" => lock(&region).on_status(site, value, now),
                     "alarms" => lock(&region).on_alarm(site, value, now),
+                    "readings" => {
+                        if let Some(q) = &tsdb {
+                            q.push_all(tsdb::reading_lines(&config.hub.id, site, &value, now), 0);
+                        }
+                        None
+                    }
                     _ => None,
                 };
                 if let Some(p) = change {

@@ -2,7 +2,7 @@
 //! and its data quality over the last 24 hours. Fed by the MQTT intake, read by the API.
 //! Pure state with time passed in; the tasks around it do the I/O.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use alert_rules::Millis;
 use serde::Serialize;
@@ -31,6 +31,8 @@ pub struct Site {
     ack_delays_ms: VecDeque<i64>,
     /// Per-minute samples: share of points online and valid (0 while offline).
     quality: VecDeque<f64>,
+    /// The current minute so far: sum of per-second shares and how many seconds.
+    quality_minute: (f64, u32),
     /// The journal chain head last reported: record number and hash.
     journal: Option<(i64, String)>,
     /// The site's journal went backwards or changed at a record number already reported.
@@ -38,6 +40,34 @@ pub struct Site {
 }
 
 impl Site {
+    /// Over the last 24 h: closed minutes count whole, the current one by its seconds.
+    fn quality_pct(&self) -> Option<f64> {
+        let (sum, n) = self.quality_minute;
+        let weight = self.quality.len() as f64 + f64::from(n) / 60.0;
+        if weight > 0.0 {
+            Some(100.0 * (self.quality.iter().sum::<f64>() + sum / 60.0) / weight)
+        } else if self.status.is_some() || self.offline_since.is_some() {
+            Some(100.0 * self.live_quality())
+        } else {
+            None
+        }
+    }
+
+    /// The share of points online and valid now: 0 while offline, 1 for a site without points.
+    fn live_quality(&self) -> f64 {
+        match (&self.status, self.offline_since) {
+            (Some(s), None) => {
+                let online = s
+                    .get("points_online")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                let total = s.get("points_total").and_then(Value::as_f64).unwrap_or(0.0);
+                if total > 0.0 { online / total } else { 1.0 }
+            }
+            _ => 0.0,
+        }
+    }
+
     /// A journal only grows: a lower record number, or another hash at the same number, means
     /// records were deleted or edited at the site.
     fn check_journal(&mut self, status: &Value) {
@@ -71,9 +101,50 @@ pub struct Region {
     pub sites: HashMap<String, Site>,
     /// Offline alarms raised by the hub itself: site → raised at.
     pub offline_alarms: BTreeMap<String, Millis>,
+    /// What the regional time-series store has not been told yet; `None` without a store.
+    pub feed: Option<Feed>,
 }
 
-fn colour_rank(c: &str) -> u8 {
+/// Alarm events held for the time-series store between two drains (one a second); past
+/// this the oldest go, counted in [`Feed::dropped_events`].
+const FEED_EVENTS_MAX: usize = 10_000;
+
+/// Changes since the time-series writer last looked (docs/scale.md, "Regional time series").
+#[derive(Debug, Default)]
+pub struct Feed {
+    /// Sites whose status, alarms or presence changed.
+    pub changed: BTreeSet<String>,
+    /// New (not duplicate) alarm events: site, event.
+    pub events: VecDeque<(String, Value)>,
+    /// Offline alarms raised and cleared by the hub.
+    pub presence: Vec<Presence>,
+    pub dropped_events: u64,
+}
+
+impl Feed {
+    fn presence(&mut self, p: &Presence) {
+        let site = match p {
+            Presence::WentOffline { site, .. } | Presence::CameBack { site, .. } => site,
+        };
+        self.changed.insert(site.clone());
+        self.presence.push(p.clone());
+    }
+}
+
+/// Two statuses that differ only in their time stamp say the same thing.
+fn same_status(a: &Value, b: &Value) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, v)| k == "at" || k == "last_data_at" || b.get(k) == Some(v))
+        }
+        _ => a == b,
+    }
+}
+
+/// grey 0, blue 1, yellow 2, orange 3, red 4: the colour as a number (worse is higher).
+pub fn colour_rank(c: &str) -> u8 {
     match c {
         "red" => 4,
         "orange" => 3,
@@ -117,10 +188,24 @@ impl Region {
             site: id.to_owned(),
             after_ms: now - since,
         });
-        if back.is_some() {
+        if let Some(p) = &back {
             self.offline_alarms.remove(id);
+            if let Some(feed) = &mut self.feed {
+                feed.presence(p);
+            }
         }
         back
+    }
+
+    /// Collect changes for the time-series store from now on.
+    pub fn enable_feed(&mut self) {
+        self.feed.get_or_insert_with(Feed::default);
+    }
+
+    fn changed(&mut self, id: &str) {
+        if let Some(feed) = &mut self.feed {
+            feed.changed.insert(id.to_owned());
+        }
     }
 
     /// A retained status message. `online: false` is the gateway's Last Will.
@@ -131,17 +216,28 @@ impl Region {
             if site.offline_since.is_none() {
                 site.offline_since = Some(now);
                 self.offline_alarms.insert(id.to_owned(), now);
-                return Some(Presence::WentOffline {
+                let p = Presence::WentOffline {
                     site: id.to_owned(),
                     since: now,
-                });
+                };
+                if let Some(feed) = &mut self.feed {
+                    feed.presence(&p);
+                }
+                return Some(p);
             }
             return None;
         }
         let change = self.seen(id, now);
         let site = self.site(id);
         site.check_journal(&status);
+        let same = site
+            .status
+            .as_ref()
+            .is_some_and(|old| same_status(old, &status));
         site.status = Some(status);
+        if !same {
+            self.changed(id);
+        }
         change
     }
 
@@ -159,6 +255,15 @@ impl Region {
             site.seen.pop_front();
         }
         site.seen.push_back(event_id);
+        if let Some(feed) = &mut self.feed {
+            if feed.events.len() >= FEED_EVENTS_MAX {
+                feed.events.pop_front();
+                feed.dropped_events += 1;
+            }
+            feed.events.push_back((id.to_owned(), event.clone()));
+            feed.changed.insert(id.to_owned());
+        }
+        let site = self.site(id);
         let Some(alarm_id) = event.get("alarm_id").and_then(Value::as_u64) else {
             return change;
         };
@@ -216,23 +321,38 @@ impl Region {
             if let Presence::WentOffline { site, since } = c {
                 self.offline_alarms.insert(site.clone(), *since);
             }
+            if let Some(feed) = &mut self.feed {
+                feed.presence(c);
+            }
         }
         changes
     }
 
-    /// Once a minute: the share of each site's points online and valid (0 while offline).
+    /// Every second: add each site's current share of points online and valid to the minute.
+    /// A site not heard of since the hub started, and not yet declared offline, is left out:
+    /// the hub knows nothing about it.
+    pub fn accumulate_quality(&mut self) {
+        for site in self.sites.values_mut() {
+            if site.status.is_none() && site.offline_since.is_none() {
+                continue;
+            }
+            site.quality_minute.0 += site.live_quality();
+            site.quality_minute.1 += 1;
+        }
+    }
+
+    /// Once a minute: close each site's minute (the mean of its seconds; without any, the
+    /// share now) into the 24 h window.
     pub fn sample_quality(&mut self) {
         for site in self.sites.values_mut() {
-            let share = match (&site.status, site.offline_since) {
-                (Some(s), None) => {
-                    let online = s
-                        .get("points_online")
-                        .and_then(Value::as_f64)
-                        .unwrap_or(0.0);
-                    let total = s.get("points_total").and_then(Value::as_f64).unwrap_or(0.0);
-                    if total > 0.0 { online / total } else { 1.0 }
-                }
-                _ => 0.0,
+            if site.status.is_none() && site.offline_since.is_none() {
+                continue;
+            }
+            let (sum, n) = std::mem::take(&mut site.quality_minute);
+            let share = if n > 0 {
+                sum / f64::from(n)
+            } else {
+                site.live_quality()
             };
             if site.quality.len() == QUALITY_WINDOW {
                 site.quality.pop_front();
@@ -283,8 +403,7 @@ impl Region {
             mean_time_to_ack_secs: (!s.ack_delays_ms.is_empty()).then(|| {
                 s.ack_delays_ms.iter().sum::<i64>() as f64 / s.ack_delays_ms.len() as f64 / 1000.0
             }),
-            data_quality_pct: (!s.quality.is_empty())
-                .then(|| 100.0 * s.quality.iter().sum::<f64>() / s.quality.len() as f64),
+            data_quality_pct: s.quality_pct(),
             points_online: status
                 .and_then(|v| v.get("points_online"))
                 .and_then(Value::as_u64),
@@ -344,7 +463,7 @@ pub struct SiteSummary {
     pub journal_rewritten: bool,
 }
 
-fn parse_time(s: &str) -> Option<Millis> {
+pub(crate) fn parse_time(s: &str) -> Option<Millis> {
     humantime::parse_rfc3339(s)
         .ok()?
         .duration_since(std::time::UNIX_EPOCH)
@@ -453,5 +572,19 @@ mod tests {
         r.sample_quality();
         let pct = r.summary("q").unwrap().data_quality_pct.unwrap();
         assert!((pct - 45.0).abs() < 1e-9, "{pct}");
+        // Seconds count before their minute closes: 30 s back online at 100 %.
+        r.on_status(
+            "q",
+            json!({"online": true, "points_online": 10, "points_total": 10}),
+            3,
+        );
+        for _ in 0..30 {
+            r.accumulate_quality();
+        }
+        let pct = r.summary("q").unwrap().data_quality_pct.unwrap();
+        assert!((pct - 56.0).abs() < 1e-9, "{pct}");
+        r.sample_quality();
+        let pct = r.summary("q").unwrap().data_quality_pct.unwrap();
+        assert!((pct - (90.0 + 0.0 + 100.0) / 3.0).abs() < 1e-9, "{pct}");
     }
 }

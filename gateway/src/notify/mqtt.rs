@@ -46,6 +46,8 @@ pub struct MqttSender {
 enum Tag {
     Alarm(i64),
     Status,
+    /// Downsampled readings (QoS 0: no PUBACK).
+    Readings,
 }
 
 struct InFlight {
@@ -68,6 +70,41 @@ impl MqttSender {
 
     pub fn status_topic(&self) -> String {
         format!("{}/{}/status", self.config.topic_prefix, self.site.id)
+    }
+
+    pub fn readings_topic(&self) -> String {
+        format!("{}/{}/readings", self.config.topic_prefix, self.site.id)
+    }
+
+    /// The readings stored since `after`, per point (min, max, mean, last), as the payload of
+    /// `{prefix}/{site}/readings`; `None` when nothing was stored. Also returns the next start.
+    async fn readings(
+        &self,
+        after: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> rusqlite::Result<(Option<Vec<u8>>, i64)> {
+        let (points, next) = self.outbox.readings_summary(after).await?;
+        if points.is_empty() {
+            return Ok((None, next));
+        }
+        let points: Vec<_> = points
+            .iter()
+            .map(|p| {
+                json!({
+                    "point": p.point, "n": p.n, "good": p.good, "min": p.min, "max": p.max,
+                    "mean": p.mean, "last": p.last, "last_at": rfc3339(p.last_ms), "quality": p.quality,
+                })
+            })
+            .collect();
+        let body = json!({
+            "site": self.site.id,
+            "from": rfc3339(from_ms),
+            "to": rfc3339(to_ms),
+            "window_secs": self.config.readings_every_secs,
+            "points": points,
+        });
+        Ok((Some(body.to_string().into_bytes()), next))
     }
 
     fn offline(&self) -> Vec<u8> {
@@ -114,6 +151,17 @@ impl MqttSender {
         let mut next_status = Instant::now();
         let mut status_changes = self.status.clone();
         let mut retry_at: Option<Instant> = None;
+        // Downsampled readings (off unless `readings_every_secs` is set): windows start now;
+        // a window that ends while the broker is away is skipped (QoS 0, by design lossy).
+        let readings_every = (self.config.readings_every_secs > 0)
+            .then(|| Duration::from_secs(self.config.readings_every_secs));
+        let mut readings_after = match readings_every {
+            Some(_) => self.outbox.newest_reading().await.unwrap_or(0),
+            None => 0,
+        };
+        let mut readings_from = now_millis();
+        let far = Duration::from_secs(86_400 * 365);
+        let mut next_readings = Instant::now() + readings_every.unwrap_or(far);
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -172,11 +220,36 @@ impl MqttSender {
                     queued.pop_back();
                 }
             }
+            if let Some(every) = readings_every
+                && Instant::now() >= next_readings
+            {
+                next_readings = Instant::now() + every;
+                let to = now_millis();
+                match self.readings(readings_after, readings_from, to).await {
+                    Ok((body, next)) => {
+                        readings_after = next;
+                        if let (Some(body), true) = (body, connected) {
+                            queued.push_back(Tag::Readings);
+                            if let Err(error) = client
+                                .publish(&self.readings_topic(), body, Qos::AtMostOnce, false)
+                                .await
+                            {
+                                tracing::warn!(%error, "Queuing downsampled readings for MQTT failed; this window is skipped.");
+                                queued.pop_back();
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "Reading the readings window failed; it is skipped.");
+                    }
+                }
+                readings_from = to;
+            }
             if drain.is_cancelled() && !connected {
                 // Nothing can be delivered without a broker; the outbox keeps it for next time.
                 break;
             }
-            let mut wake_at = next_status;
+            let mut wake_at = next_status.min(next_readings);
             if let Some(f) = &in_flight {
                 wake_at = wake_at.min(f.deadline);
             }
@@ -236,7 +309,7 @@ impl MqttSender {
                                     }
                                 }
                             }
-                            Some(Tag::Status) | None => {}
+                            Some(Tag::Status | Tag::Readings) | None => {}
                         }
                     }
                     Some(Link::Event(_)) => {}

@@ -127,4 +127,68 @@ impl Outbox {
         })
         .await
     }
+
+    /// The newest stored reading's id (0 when there is none): where a readings window starts.
+    pub async fn newest_reading(&self) -> rusqlite::Result<i64> {
+        self.with(|conn, _| {
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM readings", [], |r| {
+                r.get(0)
+            })
+        })
+        .await
+    }
+
+    /// Per point, the readings stored after `after`: count, min, max and mean of the usable
+    /// values, and the newest reading. Returns the summaries and the id to start after next.
+    pub async fn readings_summary(&self, after: i64) -> rusqlite::Result<(Vec<PointSummary>, i64)> {
+        self.with(move |conn, _| {
+            let upto: i64 =
+                conn.query_row("SELECT COALESCE(MAX(id), 0) FROM readings", [], |r| {
+                    r.get(0)
+                })?;
+            if upto <= after {
+                return Ok((Vec::new(), after));
+            }
+            let mut stmt = conn.prepare_cached(
+                "SELECT p.tag, s.n, s.good, s.lo, s.hi, s.mean, l.value, l.ts_ms, l.quality
+                 FROM (SELECT point, COUNT(*) AS n, COUNT(value) AS good, MIN(value) AS lo,
+                              MAX(value) AS hi, AVG(value) AS mean, MAX(id) AS last_id
+                       FROM readings WHERE id > ?1 AND id <= ?2 GROUP BY point) s
+                 JOIN readings l ON l.id = s.last_id
+                 JOIN points p ON p.id = s.point
+                 ORDER BY p.tag",
+            )?;
+            let rows = stmt.query_map(params![after, upto], |r| {
+                Ok(PointSummary {
+                    point: r.get(0)?,
+                    n: r.get(1)?,
+                    good: r.get(2)?,
+                    min: r.get(3)?,
+                    max: r.get(4)?,
+                    mean: r.get(5)?,
+                    last: r.get(6)?,
+                    last_ms: r.get(7)?,
+                    quality: r.get(8)?,
+                })
+            })?;
+            Ok((rows.collect::<rusqlite::Result<Vec<_>>>()?, upto))
+        })
+        .await
+    }
+}
+
+/// One point's readings over an uplink window (`[notify.mqtt] readings_every_secs`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PointSummary {
+    pub point: String,
+    /// Readings in the window, and how many had a usable value.
+    pub n: i64,
+    pub good: i64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub mean: Option<f64>,
+    /// The newest reading: value (none when unusable), time, quality code.
+    pub last: Option<f64>,
+    pub last_ms: Millis,
+    pub quality: u8,
 }

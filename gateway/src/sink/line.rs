@@ -84,6 +84,47 @@ pub fn push_line(out: &mut String, key: &SeriesKey, value: Option<f64>, quality:
     let _ = writeln!(out, "quality={quality}i {ts_ms}");
 }
 
+/// A field value of a generic line ([`push_fields`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Field {
+    Float(f64),
+    Int(i64),
+}
+
+/// One line with any numeric fields: `key f1=…,f2=…i ts_ms`. Non-finite floats are left out;
+/// with no field left, nothing is written (the protocol needs one) and false is returned.
+/// Field names are escaped like tag keys.
+pub fn push_fields(
+    out: &mut String,
+    key: &SeriesKey,
+    fields: &[(&str, Field)],
+    ts_ms: i64,
+) -> bool {
+    let mut first = true;
+    let start = out.len();
+    out.push_str(key.as_str());
+    for (name, value) in fields {
+        if let Field::Float(v) = value
+            && !v.is_finite()
+        {
+            continue;
+        }
+        out.push(if first { ' ' } else { ',' });
+        first = false;
+        escape_into(out, name, &[',', ' ', '=']);
+        let _ = match value {
+            Field::Float(v) => write!(out, "={v}"),
+            Field::Int(v) => write!(out, "={v}i"),
+        };
+    }
+    if first {
+        out.truncate(start);
+        return false;
+    }
+    let _ = writeln!(out, " {ts_ms}");
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +154,31 @@ mod tests {
         assert!(lines[1].ends_with(" value=0.1,quality=2i 1"));
         assert!(lines[2].ends_with(" quality=4i 2"));
         assert!(lines[3].ends_with(" quality=7i 3"));
+    }
+
+    #[test]
+    fn generic_fields() {
+        let key = SeriesKey::new("site_status", &[("site", "a b"), ("grade", "")]);
+        let mut out = String::new();
+        assert!(push_fields(
+            &mut out,
+            &key,
+            &[
+                ("colour", Field::Int(4)),
+                ("quality pct", Field::Float(99.5)),
+                ("nan", Field::Float(f64::NAN)),
+            ],
+            7,
+        ));
+        assert!(!push_fields(
+            &mut out,
+            &key,
+            &[("x", Field::Float(f64::INFINITY))],
+            8
+        ));
+        assert_eq!(
+            out,
+            "site_status,site=a\\ b colour=4i,quality\\ pct=99.5 7\n"
+        );
     }
 }
