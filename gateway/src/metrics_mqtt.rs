@@ -24,7 +24,7 @@ pub(super) fn render(devices: &Mutex<Vec<(String, Arc<MqttMetrics>)>>, out: &mut
     if devices.is_empty() {
         return;
     }
-    let simple: [Series; 8] = [
+    let simple: [Series; 9] = [
         (
             "sentinel_mqtt_messages_total",
             "MQTT messages received, by device.",
@@ -72,6 +72,12 @@ pub(super) fn render(devices: &Mutex<Vec<(String, Arc<MqttMetrics>)>>, out: &mut
             "Times a silent MQTT point was marked stale.",
             "counter",
             |m| &m.stale_marks,
+        ),
+        (
+            "sentinel_mqtt_timestamps_replaced_total",
+            "MQTT messages whose own timestamp was implausible (over 10 min ahead, over 30 days behind); their readings were kept with the arrival time.",
+            "counter",
+            |m| &m.timestamps_replaced,
         ),
     ];
     for (name, help, kind, get) in simple {

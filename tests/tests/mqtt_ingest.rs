@@ -116,7 +116,12 @@ kind = "pressure"
     publish(port, &format!("{base}/plain/nh3"), b"12.5", 1, false, &[]).await;
     wait_value(&s, "NH3-1", 12.5).await;
 
-    let ts = 1_763_800_000_i64; // epoch seconds
+    // Epoch seconds, a minute ago: a device's own stamp, kept as it is.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ts = now_s - 60;
     let body = format!(r#"{{"ts": {ts}, "status": "ok", "gas": {{"nh3": 7.25, "ch4": "3.5"}}}}"#);
     publish(
         port,
@@ -150,11 +155,65 @@ kind = "pressure"
     })
     .await;
     drop(history);
-    // A bad status field: the value arrives, with bad quality.
+    // A device clock a day ahead: the value is kept, stamped with its arrival, and counted.
+    let ahead = format!(
+        r#"{{"ts": {}, "status": "ok", "gas": {{"nh3": 7.5, "ch4": 3.5}}}}"#,
+        now_s + 86_400
+    );
     publish(
         port,
         &format!("{base}/json/gw1"),
-        br#"{"ts": 1763800001, "status": "fault", "gas": {"nh3": 9, "ch4": 1}}"#,
+        ahead.as_bytes(),
+        1,
+        false,
+        &[],
+    )
+    .await;
+    wait_value(&s, "NH3-2", 7.5).await;
+    wait_for("7.5 stored at its arrival time", WAIT, || async {
+        let h = s
+            .get(&format!(
+                "/api/v1/points/NH3-2/history?from_ms={}&to_ms={}",
+                (now_s - 5) * 1000,
+                (now_s + 600) * 1000
+            ))
+            .await;
+        h.as_array()
+            .is_some_and(|a| a.iter().any(|r| r["value"] == 7.5))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        s.metric("sentinel_mqtt_timestamps_replaced_total{device=\"json\"}")
+            .await,
+        Some(1.0)
+    );
+    // A clock that reset to 1970 in RFC 3339: not a measurement time, the message is refused.
+    publish(
+        port,
+        &format!("{base}/json/gw1"),
+        br#"{"ts": "1970-01-01T00:00:05Z", "status": "ok", "gas": {"nh3": 8, "ch4": 1}}"#,
+        1,
+        false,
+        &[],
+    )
+    .await;
+    wait_for("bad_timestamp counted", WAIT, || async {
+        (s.metric("sentinel_mqtt_bad_payloads_total{device=\"json\",reason=\"bad_timestamp\"}")
+            .await
+            == Some(1.0))
+        .then_some(())
+    })
+    .await;
+    // A bad status field: the value arrives, with bad quality.
+    let fault = format!(
+        r#"{{"ts": {}, "status": "fault", "gas": {{"nh3": 9, "ch4": 1}}}}"#,
+        now_s - 59
+    );
+    publish(
+        port,
+        &format!("{base}/json/gw1"),
+        fault.as_bytes(),
         1,
         false,
         &[],

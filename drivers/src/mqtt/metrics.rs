@@ -25,4 +25,7 @@ pub struct MqttMetrics {
     pub acks_waiting: AtomicU64,
     /// Times a silent point was marked stale.
     pub stale_marks: AtomicU64,
+    /// Messages whose timestamp was too far from the gateway's clock: their readings were kept,
+    /// stamped with the arrival time instead.
+    pub timestamps_replaced: AtomicU64,
 }

@@ -48,6 +48,16 @@ const ACKS_WAITING_WARN: usize = 10_000;
 /// A repeated bad-payload warning is logged at most this often per device and reason.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// How far a message's own timestamp may be ahead of the gateway's clock, and behind it (a
+/// device replaying a backlog after an outage), before the arrival time is used instead. Behind
+/// matches the store's default retention: older readings would be removed at once.
+const MAX_AHEAD_MS: Millis = 10 * 60 * 1000;
+const MAX_BEHIND_MS: Millis = 30 * 24 * 3600 * 1000;
+
+fn plausible(t: Millis, arrived: Millis) -> bool {
+    t <= arrived + MAX_AHEAD_MS && t >= arrived - MAX_BEHIND_MS
+}
+
 /// Everything an ingest task needs, resolved from the configuration.
 #[derive(Debug, Clone)]
 pub struct MqttDeviceSettings {
@@ -145,6 +155,7 @@ struct Ingest {
     /// Points with their own topic filter.
     by_topic: Vec<usize>,
     log_gate: [(Option<tokio::time::Instant>, u64); BadPayload::ALL.len()],
+    clock_log: Option<tokio::time::Instant>,
 }
 
 impl Ingest {
@@ -174,6 +185,7 @@ impl Ingest {
             unkeyed,
             by_topic,
             log_gate: [(None, 0); BadPayload::ALL.len()],
+            clock_log: None,
         }
     }
 
@@ -368,6 +380,18 @@ impl Ingest {
         }
     }
 
+    /// Logs a device clock far from ours, at most once per [`LOG_EVERY`].
+    fn clock_gate(&mut self, topic: &str, skew_ms: Millis) {
+        let now = tokio::time::Instant::now();
+        if self
+            .clock_log
+            .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
+        {
+            warn!(%topic, skew_secs = skew_ms / 1000, "MQTT timestamp far from the gateway's clock; the arrival time is used instead.");
+            self.clock_log = Some(now);
+        }
+    }
+
     /// Decode one message and hand its readings to the engine. `Err` only when the engine is gone.
     async fn on_message(&mut self, message: &client::Message) -> Result<(), ()> {
         self.metrics.messages.fetch_add(1, Ordering::Relaxed);
@@ -417,7 +441,16 @@ impl Ingest {
         if let Some(doc) = &doc {
             if let Some(ptr) = &self.s.timestamp_pointer {
                 match payload::timestamp_at(doc, ptr, self.s.timestamp_format) {
-                    Ok(t) => time = t,
+                    Ok(t) if plausible(t, arrived) => time = t,
+                    Ok(t) => {
+                        // A device clock that reset or runs far ahead must not hide the value
+                        // (a gas reading matters more than its stamp), nor put it where
+                        // retention or the upstream server throws it away.
+                        self.metrics
+                            .timestamps_replaced
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.clock_gate(topic, t - arrived);
+                    }
                     Err(reason) => {
                         self.bad(reason, topic);
                         return Ok(());

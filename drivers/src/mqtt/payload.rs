@@ -142,7 +142,7 @@ pub fn timestamp_at(
             n.as_f64().ok_or(BadPayload::BadTimestamp)?
         }
         (Value::String(s), TimestampFormat::Auto | TimestampFormat::Rfc3339) => {
-            return rfc3339_millis(s).ok_or(BadPayload::BadTimestamp);
+            rfc3339_millis(s).ok_or(BadPayload::BadTimestamp)? as f64
         }
         _ => return Err(BadPayload::BadTimestamp),
     };
@@ -333,6 +333,14 @@ mod tests {
             Err(BadPayload::BadTimestamp)
         );
         assert_eq!(rfc3339_millis("1970-01-01T00:00:00Z"), Some(0));
+        // A device whose clock reset: a valid RFC 3339 time, but not a measurement time.
+        let reset = json!({"t": "1970-01-01T00:00:05Z", "far": "2500-01-01T00:00:00Z"});
+        for ptr in ["/t", "/far"] {
+            assert_eq!(
+                timestamp_at(&reset, ptr, TimestampFormat::Auto),
+                Err(BadPayload::BadTimestamp)
+            );
+        }
         assert_eq!(
             rfc3339_millis("2000-03-01T00:00:00Z"),
             Some(951_868_800_000)
