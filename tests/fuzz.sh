@@ -5,7 +5,7 @@
 #   modbus_decode  request planning and register/bit decoding with arbitrary specs and answers
 #   mqtt_payload   topic filters/templates, payload → value, timestamp and quality
 #   condition      the rule condition language: compile, recompile, Kleene evaluation
-#   api_bodies     copies of the HTTP API's JSON body types (see the target's header)
+#   api_bodies     the HTTP API's JSON body types and the handlers' duration arithmetic
 #   config         the configuration loader: TOML → validated config → plant, read plans, engine
 #
 # The toolchain here is stable only; cargo-fuzz needs nightly flags, which RUSTC_BOOTSTRAP=1

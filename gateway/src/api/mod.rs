@@ -1,6 +1,6 @@
 //! The HTTP API (`/api/v1/...`), health, metrics and the web console. Documented in docs/api.md.
 
-mod operate;
+pub mod operate;
 
 pub mod auth;
 mod comments;
@@ -295,9 +295,9 @@ async fn alarms(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AckBody {
-    by: Option<String>,
-    comment: Option<String>,
+pub struct AckBody {
+    pub by: Option<String>,
+    pub comment: Option<String>,
 }
 
 async fn acknowledge(

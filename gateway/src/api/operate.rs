@@ -43,15 +43,30 @@ pub fn routes() -> Router<AppState> {
 /// Who and why, common to every action.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ActionBody {
-    by: String,
-    reason: String,
+pub struct ActionBody {
+    pub by: String,
+    pub reason: String,
     /// Shelve: how long.
-    duration_secs: Option<u64>,
+    pub duration_secs: Option<u64>,
     /// Out of service / suppress: until when (milliseconds since the epoch)...
-    until_ms: Option<i64>,
+    pub until_ms: Option<i64>,
     /// ...or for how long from now.
-    for_secs: Option<u64>,
+    pub for_secs: Option<u64>,
+}
+
+/// Seconds from a request body to milliseconds, saturating instead of overflowing.
+pub fn secs_to_ms(secs: u64) -> i64 {
+    (secs.min(u64::MAX / 2000) * 1000) as i64
+}
+
+/// The end time an action asks for, if any: `until_ms`, or `for_secs` from `now`.
+pub fn until_at(b: &ActionBody, now: i64) -> Result<Option<i64>, &'static str> {
+    match (b.until_ms, b.for_secs) {
+        (Some(_), Some(_)) => Err("give until_ms or for_secs, not both"),
+        (Some(t), None) => Ok(Some(t)),
+        (None, Some(s)) => Ok(Some(now.saturating_add(secs_to_ms(s)))),
+        (None, None) => Ok(None),
+    }
 }
 
 fn body(
@@ -83,17 +98,7 @@ fn alarm_id(id: &str) -> Result<u64, ApiError> {
 }
 
 fn until(b: &ActionBody) -> Result<Option<i64>, ApiError> {
-    match (b.until_ms, b.for_secs) {
-        (Some(_), Some(_)) => Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "give until_ms or for_secs, not both".into(),
-        )),
-        (Some(t), None) => Ok(Some(t)),
-        (None, Some(s)) => Ok(Some(
-            drivers::now_millis().saturating_add((s.min(u64::MAX / 2000) * 1000) as i64),
-        )),
-        (None, None) => Ok(None),
-    }
+    until_at(b, drivers::now_millis()).map_err(|m| ApiError(StatusCode::BAD_REQUEST, m.into()))
 }
 
 async fn operate(
@@ -121,7 +126,7 @@ async fn shelve(
     let secs = b
         .duration_secs
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "duration_secs is required".into()))?;
-    let duration_ms = (secs.min(u64::MAX / 2000) * 1000) as i64;
+    let duration_ms = secs_to_ms(secs);
     operate(
         &s,
         Action::Shelve {

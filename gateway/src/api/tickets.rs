@@ -149,13 +149,13 @@ async fn one(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
-    title: String,
+pub struct CreateBody {
+    pub title: String,
     #[serde(default)]
-    description: String,
-    point: Option<String>,
-    area: Option<String>,
-    alarm_id: Option<i64>,
+    pub description: String,
+    pub point: Option<String>,
+    pub area: Option<String>,
+    pub alarm_id: Option<i64>,
 }
 
 async fn create(
@@ -190,16 +190,16 @@ async fn create(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MoveBody {
-    to: String,
-    comment: Option<String>,
-    assignee: Option<String>,
+pub struct MoveBody {
+    pub to: String,
+    pub comment: Option<String>,
+    pub assignee: Option<String>,
     /// RFC 3339, e.g. `2026-12-01T00:00:00Z` ...
-    deadline: Option<String>,
+    pub deadline: Option<String>,
     /// ... or milliseconds since the epoch.
-    deadline_ms: Option<i64>,
+    pub deadline_ms: Option<i64>,
     /// Workflow endpoint only: the person in the external system who made the move.
-    by: Option<String>,
+    pub by: Option<String>,
 }
 
 async fn move_by_api(
