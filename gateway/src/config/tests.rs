@@ -224,3 +224,61 @@ proptest::proptest! {
         let _ = load(&s);
     }
 }
+
+/// A plant of `devices` × `points` in TOML, large enough to be parsed in pieces.
+fn big_plant(devices: usize, points: usize, tail: &str) -> String {
+    let mut t =
+        String::from("[site]\nid = \"big\"\nname = \"Big\"\n\n[store]\nretention_days = 40\n");
+    for d in 0..devices {
+        t.push_str(&format!(
+            "\n[[devices]]\nname = \"d{d}\"\nprotocol = \"modbus_tcp\"\nhost = \"127.0.0.1\"\nport = {}\n",
+            1000 + d
+        ));
+    }
+    for d in 0..devices {
+        for p in 0..points {
+            t.push_str(&format!(
+                "\n[[points]]\ntag = \"d{d}-p{p}\"\ndevice = \"d{d}\"\nkind = \"level\"\nregister = {{ table = \"holding\", address = {p} }}\n\n[points.limits]\ndeadband = 1.0\nlevels = [{{ level = \"H\", setpoint = {}.0 }}]\n",
+                100 + p
+            ));
+        }
+    }
+    t.push_str(tail);
+    t
+}
+
+#[test]
+fn a_large_file_parsed_in_pieces_equals_the_whole() {
+    let text = big_plant(40, 120, "\n[http]\nlisten = \"127.0.0.1:9001\"\n");
+    assert!(text.len() > 2 * load::CHUNK_BYTES, "{} bytes", text.len());
+    let pieces = load::parse_in_chunks(&text).expect("pieces fit together");
+    let whole: serde_json::Value = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .build()
+        .and_then(config::Config::try_deserialize)
+        .unwrap();
+    assert_eq!(pieces, whole);
+    let c = load_str(&text, env(&[("SENTINEL__STORE__RETENTION_DAYS", "90")])).unwrap();
+    assert_eq!((c.devices.len(), c.points.len()), (40, 4800));
+    assert_eq!(c.points[4799].tag, "d39-p119");
+    assert_eq!(
+        c.store.retention_days, 90,
+        "environment over a file read in pieces"
+    );
+    assert_eq!(c.http.listen, "127.0.0.1:9001");
+}
+
+#[test]
+fn a_large_file_that_does_not_fit_in_pieces_is_judged_whole() {
+    // The same key in two pieces: TOML refuses it, and so must the loader.
+    let text = big_plant(40, 60, "\n[site]\nid = \"again\"\n");
+    assert!(load::parse_in_chunks(&text).is_none());
+    assert!(load(&text).is_err());
+    // A point error deep in the file keeps its index.
+    let text = big_plant(40, 60, "").replace("tag = \"d39-p59\"", "tag = \"\"");
+    let e = load(&text).unwrap_err();
+    assert!(
+        paths(&e).iter().any(|p| p.starts_with("points[2399]")),
+        "{e}"
+    );
+}
