@@ -145,6 +145,11 @@ pub async fn run_link(
             )
             .map(|(settings, metrics)| Unit::new(settings.clone(), metrics))
             .collect();
+        // A link of one unit already runs in that unit's span (see `link_span`): a second,
+        // identical span would only print the device twice and cost an enter per poll.
+        if let [unit] = units.as_mut_slice() {
+            unit.span = tracing::Span::none();
+        }
         match poll_link(&link, &mut units, &io).await {
             Ok(never) => match never {},
             Err(Stop::Shutdown) => debug!("Poll task stopped by shutdown."),
