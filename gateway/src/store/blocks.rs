@@ -95,46 +95,113 @@ fn codec_error(e: BlockError) -> rusqlite::Error {
 /// Returns how many readings moved.
 #[cfg(test)]
 pub fn compact(conn: &mut Connection, now: Millis) -> rusqlite::Result<u64> {
-    let mut moved = 0;
-    for point in compactable_points(conn)? {
-        moved += compact_point(conn, point, now)?;
-    }
-    Ok(moved)
+    let mut pass = Pass::start(conn, now)?;
+    while !pass.step(conn)? {}
+    Ok(pass.moved)
 }
 
-/// The store's point numbers (each may have readings to compact).
-pub fn compactable_points(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
-    let mut stmt = conn.prepare("SELECT id FROM points ORDER BY id")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    rows.collect()
+/// Readings read per step of a [`Pass`].
+const STEP_ROWS: i64 = 20_000;
+/// Samples held in memory before they are written to blocks (about 24 bytes each).
+const FLUSH_SAMPLES: usize = 500_000;
+
+/// One compaction pass: the finished hours' readings, read in row order (the primary key; the
+/// readings table has no index by point, which made every insert touch one page per point),
+/// gathered per point in memory, and written to blocks together with the deletion of the rows
+/// they came from, in one transaction, every [`FLUSH_SAMPLES`] and at the end. A crash between
+/// flushes loses nothing: the rows are still in `readings`.
+pub struct Pass {
+    hour_end: Millis,
+    /// Rows after `next` and up to `last` are still to read; `last` is the highest row every
+    /// sink has forwarded when the pass began.
+    next: i64,
+    last: i64,
+    /// First row (exclusive) of the range read but not yet flushed.
+    flushed: i64,
+    held: std::collections::BTreeMap<i64, Vec<Sample>>,
+    held_samples: usize,
+    pub moved: u64,
 }
 
-/// [`compact`] for one point, in one transaction.
-pub fn compact_point(conn: &mut Connection, point: i64, now: Millis) -> rusqlite::Result<u64> {
-    let hour_end = now - now.rem_euclid(BLOCK_MS);
-    let tx = conn.transaction()?;
-    let forwarded: i64 = tx
-        .query_row("SELECT MIN(last_rowid) FROM sink_cursor", [], |r| {
-            r.get::<_, Option<i64>>(0)
-        })?
-        .unwrap_or(i64::MAX);
-    let rows: Vec<Sample> = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT ts_ms, value, quality FROM readings
-             WHERE point = ?1 AND ts_ms < ?2 AND rowid <= ?3 ORDER BY ts_ms, rowid",
+impl Pass {
+    pub fn start(conn: &Connection, now: Millis) -> rusqlite::Result<Pass> {
+        let forwarded: i64 = conn
+            .query_row("SELECT MIN(last_rowid) FROM sink_cursor", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })?
+            .unwrap_or(i64::MAX);
+        let (first, max): (i64, i64) = conn.query_row(
+            "SELECT COALESCE(MIN(rowid), 1) - 1, COALESCE(MAX(rowid), 0) FROM readings",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let rows = stmt.query_map(params![point, hour_end, forwarded], |r| {
-            Ok(Sample {
-                ts_ms: r.get(0)?,
-                value: r.get(1)?,
-                quality: r.get(2)?,
-            })
-        })?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    if rows.is_empty() {
-        return Ok(0);
+        Ok(Pass {
+            hour_end: now - now.rem_euclid(BLOCK_MS),
+            next: first,
+            last: forwarded.min(max),
+            flushed: first,
+            held: std::collections::BTreeMap::new(),
+            held_samples: 0,
+            moved: 0,
+        })
     }
+
+    /// Read the next rows, flushing when enough are held or the pass is over. Returns true when
+    /// the pass is over.
+    pub fn step(&mut self, conn: &mut Connection) -> rusqlite::Result<bool> {
+        let upto = self.next.saturating_add(STEP_ROWS).min(self.last);
+        if upto > self.next {
+            let mut stmt = conn.prepare_cached(
+                "SELECT point, ts_ms, value, quality FROM readings
+                 WHERE rowid > ?1 AND rowid <= ?2 AND ts_ms < ?3 ORDER BY rowid",
+            )?;
+            let mut rows = stmt.query(params![self.next, upto, self.hour_end])?;
+            while let Some(r) = rows.next()? {
+                self.held.entry(r.get(0)?).or_default().push(Sample {
+                    ts_ms: r.get(1)?,
+                    value: r.get(2)?,
+                    quality: r.get(3)?,
+                });
+                self.held_samples += 1;
+            }
+            self.next = upto;
+        }
+        let done = self.next >= self.last;
+        if done || self.held_samples >= FLUSH_SAMPLES {
+            self.flush(conn)?;
+        }
+        Ok(done)
+    }
+
+    fn flush(&mut self, conn: &mut Connection) -> rusqlite::Result<()> {
+        if self.next <= self.flushed {
+            return Ok(());
+        }
+        let tx = conn.transaction()?;
+        for (point, samples) in std::mem::take(&mut self.held) {
+            write_samples(&tx, point, samples)?;
+        }
+        let n = tx.execute(
+            "DELETE FROM readings WHERE rowid > ?1 AND rowid <= ?2 AND ts_ms < ?3",
+            params![self.flushed, self.next, self.hour_end],
+        )?;
+        tx.commit()?;
+        self.flushed = self.next;
+        self.held_samples = 0;
+        self.moved += n as u64;
+        Ok(())
+    }
+}
+
+/// Add one point's samples (in row order) to its hourly blocks, merging with any block already
+/// there: a late reading for an hour already compacted joins that hour's block.
+fn write_samples(
+    tx: &rusqlite::Transaction<'_>,
+    point: i64,
+    mut rows: Vec<Sample>,
+) -> rusqlite::Result<()> {
+    // Stable: readings with the same time keep their arrival order.
+    rows.sort_by_key(|s| s.ts_ms);
     let mut start = 0;
     while start < rows.len() {
         let block_start = rows[start].ts_ms - rows[start].ts_ms.rem_euclid(BLOCK_MS);
@@ -143,7 +210,6 @@ pub fn compact_point(conn: &mut Connection, point: i64, now: Millis) -> rusqlite
             .position(|s| s.ts_ms >= block_start + BLOCK_MS)
             .map_or(rows.len(), |n| start + n);
         let mut samples = rows[start..end].to_vec();
-        // A late reading for an hour already compacted joins that hour's block.
         let existing: Option<Vec<u8>> = tx
             .query_row(
                 "SELECT data FROM history_blocks WHERE point = ?1 AND t_start = ?2",
@@ -165,12 +231,7 @@ pub fn compact_point(conn: &mut Connection, point: i64, now: Millis) -> rusqlite
         )?;
         start = end;
     }
-    let n = tx.execute(
-        "DELETE FROM readings WHERE point = ?1 AND ts_ms < ?2 AND rowid <= ?3",
-        params![point, hour_end, forwarded],
-    )?;
-    tx.commit()?;
-    Ok(n as u64)
+    Ok(())
 }
 
 /// Samples of one point in `[from, to]` from the blocks, oldest first.

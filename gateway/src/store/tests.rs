@@ -508,3 +508,31 @@ async fn the_writer_compacts_between_commits_after_the_hourly_tick() {
     let all = super::history(&conn, "B", T0, T0 + 2 * DAY_MS, 100_000).unwrap();
     assert_eq!(all.len(), 7200 + 10);
 }
+
+#[tokio::test]
+async fn a_late_reading_joins_its_hour_already_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    write_through_writer(dir.path(), readings(2, 3600, T0, 1000), u64::MAX).await;
+    let mut conn = open_writer(dir.path()).unwrap();
+    let now = T0 + 2 * 3_600_000;
+    assert_eq!(super::blocks::compact(&mut conn, now).unwrap(), 2 * 3600);
+    // A reading of point B from the middle of that hour arrives late (a device's backlog).
+    let b: i64 = conn
+        .query_row("SELECT id FROM points WHERE tag = 'B'", [], |r| r.get(0))
+        .unwrap();
+    conn.execute(
+        "INSERT INTO readings (point, ts_ms, value, quality) VALUES (?1, ?2, 42.5, 0)",
+        rusqlite::params![b, T0 + 1500],
+    )
+    .unwrap();
+    assert_eq!(super::blocks::compact(&mut conn, now).unwrap(), 1);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM history_blocks"), 2);
+    assert_eq!(
+        count(&conn, "SELECT SUM(count) FROM history_blocks"),
+        2 * 3600 + 1
+    );
+    let got = super::history(&conn, "B", T0, T0 + 3000, 10).unwrap();
+    assert_eq!(got[1].ts_ms, T0 + 1000);
+    assert_eq!(got[2].ts_ms, T0 + 1500);
+    assert_eq!(got[2].value, Some(42.5));
+}

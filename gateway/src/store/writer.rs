@@ -123,17 +123,15 @@ struct Writer {
     compaction: Compaction,
 }
 
-/// Compaction work left over from the last hourly tick: points still to compact, done a few at
-/// a time between commits, so that a large plant's hour of readings never holds up the engine
-/// (and so the drivers) for the seconds a full pass takes.
+/// The compaction pass begun at the last hourly tick, run a step at a time between commits, so
+/// that a large plant's hour of readings never holds up the engine (and so the drivers) for the
+/// seconds a full pass takes.
 #[derive(Default)]
 struct Compaction {
-    points: std::collections::VecDeque<i64>,
-    now: Millis,
-    moved: u64,
+    pass: Option<super::blocks::Pass>,
 }
 
-/// Time spent compacting after one commit, at most (one point at least).
+/// Time spent compacting after one commit, at most (one step at least).
 const COMPACT_SLICE: Duration = Duration::from_millis(20);
 
 /// How many queued batches are merged into one transaction at most.
@@ -292,23 +290,26 @@ impl Writer {
         }
     }
 
-    /// Compact a few points' finished hours; see [`Compaction`].
+    /// Compact a few steps of the pass under way; see [`Compaction`].
     fn compact_some(&mut self) {
         let started = Instant::now();
-        while let Some(point) = self.compaction.points.pop_front() {
-            match super::blocks::compact_point(&mut self.setup.conn, point, self.compaction.now) {
-                Ok(n) => self.compaction.moved += n,
+        while let Some(pass) = self.compaction.pass.as_mut() {
+            match pass.step(&mut self.setup.conn) {
+                Ok(false) => {}
+                Ok(true) => {
+                    if pass.moved > 0 {
+                        tracing::info!(
+                            readings = pass.moved,
+                            "Readings compacted into history blocks."
+                        );
+                    }
+                    self.compaction.pass = None;
+                }
                 Err(error) => {
                     self.setup.metrics.store_errors.inc();
-                    tracing::error!(%error, point, "Compacting history failed; the readings stay uncompacted until the next hour.");
+                    tracing::error!(%error, "Compacting history failed; the readings stay uncompacted until the next hour.");
+                    self.compaction.pass = None;
                 }
-            }
-            if self.compaction.points.is_empty() && self.compaction.moved > 0 {
-                tracing::info!(
-                    readings = self.compaction.moved,
-                    "Readings compacted into history blocks."
-                );
-                self.compaction.moved = 0;
             }
             if started.elapsed() >= COMPACT_SLICE {
                 break;
@@ -319,15 +320,12 @@ impl Writer {
     fn prune(&mut self, before: Millis) {
         // Compaction rides on the hourly retention tick (blocks are one hour long); the work is
         // spread over the following commits.
-        if self.compaction.points.is_empty() {
-            match super::blocks::compactable_points(&self.setup.conn) {
-                Ok(points) => {
-                    self.compaction.points = points.into();
-                    self.compaction.now = drivers::now_millis();
-                }
+        if self.compaction.pass.is_none() {
+            match super::blocks::Pass::start(&self.setup.conn, drivers::now_millis()) {
+                Ok(pass) => self.compaction.pass = Some(pass),
                 Err(error) => {
                     self.setup.metrics.store_errors.inc();
-                    tracing::error!(%error, "Listing points to compact failed.");
+                    tracing::error!(%error, "Starting to compact history failed.");
                 }
             }
         }
