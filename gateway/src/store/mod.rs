@@ -100,19 +100,30 @@ pub fn open_reader(data_dir: &Path) -> Result<Connection, StoreError> {
 
 /// The store's number for each tag, in the order given, creating numbers for new tags.
 pub fn point_ids(conn: &Connection, tags: &[&str]) -> rusqlite::Result<Vec<i64>> {
-    let mut ids = Vec::with_capacity(tags.len());
-    for tag in tags {
-        conn.execute(
-            "INSERT OR IGNORE INTO points (tag) VALUES (?1)",
-            params![tag],
-        )?;
-        ids.push(
-            conn.query_row("SELECT id FROM points WHERE tag = ?1", params![tag], |r| {
-                r.get(0)
-            })?,
-        );
+    // One savepoint for all the tags (a transaction of its own, or nested in the caller's):
+    // a commit per new tag cost 15,000 fsyncs, up to a minute, before a large plant started.
+    conn.execute_batch("SAVEPOINT point_ids")?;
+    let ids = (|| {
+        let mut insert = conn.prepare_cached("INSERT OR IGNORE INTO points (tag) VALUES (?1)")?;
+        let mut select = conn.prepare_cached("SELECT id FROM points WHERE tag = ?1")?;
+        let mut ids = Vec::with_capacity(tags.len());
+        for tag in tags {
+            insert.execute(params![tag])?;
+            ids.push(select.query_row(params![tag], |r| r.get(0))?);
+        }
+        Ok(ids)
+    })();
+    match ids {
+        Ok(ids) => {
+            conn.execute_batch("RELEASE point_ids")?;
+            Ok(ids)
+        }
+        Err(e) => {
+            // Undo and end the savepoint; the caller sees the first error.
+            let _ = conn.execute_batch("ROLLBACK TO point_ids; RELEASE point_ids");
+            Err(e)
+        }
     }
-    Ok(ids)
 }
 
 /// Make the store's sink cursors match the configured sinks: a new sink starts at the oldest
