@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use sentinel_gateway::{config, demo, hub, journal, plant, run, store};
 
-
 /// Exit code for an invalid configuration (EX_USAGE... EX_DATAERR in sysexits: 64 is EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 

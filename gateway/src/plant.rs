@@ -190,7 +190,11 @@ impl Plant {
             return (c.0.clone(), c.1.clone(), String::new());
         }
         if let AlarmSource::System { check } = source {
-            return (check.as_str().to_owned(), "sentinel".to_owned(), String::new());
+            return (
+                check.as_str().to_owned(),
+                "sentinel".to_owned(),
+                String::new(),
+            );
         }
         (source.to_string(), String::new(), String::new())
     }

@@ -427,16 +427,20 @@ async fn influx_rejected_batch_goes_to_dead_letter() {
     assert!(sentinel.log().contains("dead_letter"));
     // And an alarm someone must acknowledge: raised by the refusal, cleared (but still
     // unacknowledged) once upstream accepts batches again.
-    let alarm = wait_for("the upstream-rejected alarm", Duration::from_secs(5), || {
-        let s = &sentinel;
-        async move {
-            let all = s.get("/api/v1/alarms?state=all&kind=system").await;
-            all.as_array()?
-                .iter()
-                .find(|a| a["point"] == "upstream_rejected")
-                .cloned()
-        }
-    })
+    let alarm = wait_for(
+        "the upstream-rejected alarm",
+        Duration::from_secs(5),
+        || {
+            let s = &sentinel;
+            async move {
+                let all = s.get("/api/v1/alarms?state=all&kind=system").await;
+                all.as_array()?
+                    .iter()
+                    .find(|a| a["point"] == "upstream_rejected")
+                    .cloned()
+            }
+        },
+    )
     .await;
     assert_eq!(alarm["priority"], "high", "{alarm}");
     assert!(
@@ -449,16 +453,20 @@ async fn influx_rejected_batch_goes_to_dead_letter() {
         async move { (n > 0).then_some(()) }
     })
     .await;
-    let returned = wait_for("the alarm returned to normal", Duration::from_secs(5), || {
-        let s = &sentinel;
-        async move {
-            let open = s.get("/api/v1/alarms?kind=system").await;
-            open.as_array()?
-                .iter()
-                .find(|a| a["point"] == "upstream_rejected" && a["state"] == "returned_unacked")
-                .cloned()
-        }
-    })
+    let returned = wait_for(
+        "the alarm returned to normal",
+        Duration::from_secs(5),
+        || {
+            let s = &sentinel;
+            async move {
+                let open = s.get("/api/v1/alarms?kind=system").await;
+                open.as_array()?
+                    .iter()
+                    .find(|a| a["point"] == "upstream_rejected" && a["state"] == "returned_unacked")
+                    .cloned()
+            }
+        },
+    )
     .await;
     assert_eq!(returned["alarm_id"], alarm["alarm_id"]);
     let (code, dir) = sentinel.terminate().await;

@@ -101,7 +101,10 @@ async fn disk_budget_drops_the_oldest_readings_and_raises_an_alarm() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert!(losses > 0 && dropped > 0, "{losses} losses, {dropped} readings");
+    assert!(
+        losses > 0 && dropped > 0,
+        "{losses} losses, {dropped} readings"
+    );
     // The alarm itself is in the journal, which the budget never touches.
     let raised: i64 = db
         .query_row(
