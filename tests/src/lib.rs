@@ -628,3 +628,21 @@ impl SerialPair {
         let _ = self.child.wait().await;
     }
 }
+
+/// `sentinel journal verify` on a data directory: (intact, what it printed).
+pub fn journal_verify(data_dir: &Path) -> (bool, String) {
+    let out = std::process::Command::new(sentinel_bin())
+        .args(["journal", "verify", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success() && text.contains("journal intact"),
+        text,
+    )
+}

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sentinel_tests::{PyModbusDevice, Sentinel, WebhookReceiver, service, wait_for};
+use sentinel_tests::{
+    PyModbusDevice, Sentinel, WebhookReceiver, journal_verify, service, wait_for,
+};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(15);
@@ -85,23 +87,6 @@ async fn alarms(s: &Sentinel, state: &str) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
-}
-
-fn journal_verify(data_dir: &Path) -> (bool, String) {
-    let out = std::process::Command::new(sentinel_tests::sentinel_bin())
-        .args(["journal", "verify", "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        out.status.success() && text.contains("journal intact"),
-        text,
-    )
 }
 
 /// Every alarm event in the journal as (alarm_id, seq, transition), in journal order. Records

@@ -310,15 +310,7 @@ async fn shelving_and_out_of_service_are_journaled_but_not_announced() {
         "colour changes are journaled"
     );
     drop(db);
-    let out = std::process::Command::new(sentinel_tests::sentinel_bin())
-        .args(["journal", "verify", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (intact, text) = sentinel_tests::journal_verify(&dir.path().join("data"));
+    assert!(intact, "{text}");
     device.kill().await;
 }

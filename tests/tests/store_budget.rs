@@ -58,6 +58,23 @@ async fn disk_budget_drops_the_oldest_readings_and_raises_an_alarm() {
         }
     })
     .await;
+    // The subscription is made after the connection: probe until a message gets through, so
+    // that the flood is not published before the broker knows where to send it.
+    wait_for(
+        "a probe reading through the broker",
+        Duration::from_secs(10),
+        || {
+            let s = &sentinel;
+            let topic = topic.clone();
+            async move {
+                publish_lines(port, &topic, "{\"p0\": 1.5}\n", 1).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let p = s.point("L0").await?;
+                (p["value"].as_f64() == Some(1.5)).then_some(())
+            }
+        },
+    )
+    .await;
     // 60,000 distinct readings, about 2.5 MB of rows: more than twice the budget.
     let mut lines = String::new();
     for m in 0..MESSAGES {
@@ -114,14 +131,6 @@ async fn disk_budget_drops_the_oldest_readings_and_raises_an_alarm() {
         )
         .unwrap();
     assert_eq!(raised, 1);
-    let out = std::process::Command::new(sentinel_tests::sentinel_bin())
-        .args(["journal", "verify", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (intact, text) = sentinel_tests::journal_verify(&dir.path().join("data"));
+    assert!(intact, "{text}");
 }
