@@ -180,6 +180,7 @@ impl Sentinel {
         dir: tempfile::TempDir,
         env: &[(&str, &str)],
     ) -> Sentinel {
+        clear_of_the_hour().await;
         let data_dir = dir.path().join("data");
         let config = config.replace("{data_dir}", &data_dir.display().to_string());
         let config_path = dir.path().join("sentinel.toml");
@@ -646,3 +647,24 @@ pub fn journal_verify(data_dir: &Path) -> (bool, String) {
         text,
     )
 }
+
+/// Tests count rows of the raw `readings` table, and every hour the store moves the finished
+/// hour's rows into compressed blocks. A test that straddled the hour would see rows vanish
+/// from under it (they are in the blocks, not lost). So a Sentinel is started only when at
+/// least [`HOUR_MARGIN`] remains before the next full hour; otherwise after it.
+pub async fn clear_of_the_hour() {
+    const HOUR_MS: u128 = 3_600_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let left = HOUR_MS - now % HOUR_MS;
+    if left < HOUR_MARGIN.as_millis() {
+        eprintln!("waiting {left} ms for the full hour to pass (hourly compaction)");
+        tokio::time::sleep(Duration::from_millis(left as u64 + 2_000)).await;
+    }
+}
+
+/// Longer than any test that counts raw readings runs (the longest, fault_injection's kill -9
+/// rounds, take about 25 s).
+pub const HOUR_MARGIN: Duration = Duration::from_secs(75);
