@@ -31,6 +31,23 @@ fn readings(points: u32, per_point: i64, start: i64, step_ms: i64) -> Vec<Readin
     out
 }
 
+/// A writer setup with no channels, for `ids`, keeping to `budget` bytes.
+fn setup(conn: Connection, ids: Vec<i64>, budget: u64) -> (WriterSetup, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::default());
+    let (committed, _) = broadcast::channel(4);
+    let setup = WriterSetup {
+        conn,
+        point_ids: ids,
+        channels: vec![],
+        notify: vec![],
+        committed,
+        metrics: Arc::clone(&metrics),
+        journal_head: super::GENESIS_HASH.to_owned(),
+        disk_budget_bytes: budget,
+    };
+    (setup, metrics)
+}
+
 /// Store readings through the real writer thread, then hand back a fresh connection.
 async fn write_through_writer(
     dir: &std::path::Path,
@@ -39,21 +56,8 @@ async fn write_through_writer(
 ) -> Arc<Metrics> {
     let conn = open_writer(dir).unwrap();
     let ids = point_ids(&conn, &["A", "B", "C"]).unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let (committed, _) = broadcast::channel(4);
-    let (handle, thread) = spawn_writer(
-        WriterSetup {
-            conn,
-            point_ids: ids,
-            channels: vec![],
-            notify: vec![],
-            committed,
-            metrics: Arc::clone(&metrics),
-            journal_head: super::GENESIS_HASH.to_owned(),
-            disk_budget_bytes: budget,
-        },
-        8,
-    );
+    let (setup, metrics) = setup(conn, ids, budget);
+    let (handle, thread) = spawn_writer(setup, 8);
     // One commit per chunk, as readings arrive in service (the writer would merge a burst).
     for chunk in batch.chunks(5_000) {
         let (done, committed) = tokio::sync::oneshot::channel();
@@ -391,21 +395,8 @@ async fn bench_ingest_and_bytes_per_sample() {
     let ids = point_ids(&conn, &tag_refs).unwrap();
     let day = demo_day(15, T0);
     let n = day.len();
-    let metrics = Arc::new(Metrics::default());
-    let (committed, _) = broadcast::channel(4);
-    let (handle, thread) = spawn_writer(
-        WriterSetup {
-            conn,
-            point_ids: ids,
-            channels: vec![],
-            notify: vec![],
-            committed,
-            metrics: Arc::clone(&metrics),
-            journal_head: super::GENESIS_HASH.to_owned(),
-            disk_budget_bytes: u64::MAX,
-        },
-        64,
-    );
+    let (setup, _) = setup(conn, ids, u64::MAX);
+    let (handle, thread) = spawn_writer(setup, 64);
     let started = std::time::Instant::now();
     for chunk in day.chunks(2_000) {
         handle
@@ -450,21 +441,8 @@ async fn the_writer_compacts_between_commits_after_the_hourly_tick() {
     let dir = tempfile::tempdir().unwrap();
     let conn = open_writer(dir.path()).unwrap();
     let ids = point_ids(&conn, &["A", "B", "C"]).unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let (committed, _) = broadcast::channel(4);
-    let (handle, thread) = spawn_writer(
-        WriterSetup {
-            conn,
-            point_ids: ids,
-            channels: vec![],
-            notify: vec![],
-            committed,
-            metrics,
-            journal_head: super::GENESIS_HASH.to_owned(),
-            disk_budget_bytes: u64::MAX,
-        },
-        8,
-    );
+    let (setup, _) = setup(conn, ids, u64::MAX);
+    let (handle, thread) = spawn_writer(setup, 8);
     let write = |readings: Vec<Reading>| {
         let handle = handle.clone();
         async move {
