@@ -34,6 +34,8 @@ struct Options {
     devices: usize,
     registers: u16,
     per_request: u16,
+    /// Requests in flight per connection (`max_in_flight`).
+    in_flight: u16,
     interval_ms: u64,
     warmup_secs: u64,
     secs: u64,
@@ -61,6 +63,7 @@ fn main() {
             devices: arg(&args, "--devices", 500),
             registers: arg(&args, "--registers", 30),
             per_request: arg(&args, "--per-request", 1),
+            in_flight: arg(&args, "--in-flight", 1),
             interval_ms: arg(&args, "--interval-ms", 1000),
             warmup_secs: arg(&args, "--warmup-secs", 5),
             secs: arg(&args, "--secs", 30),
@@ -71,6 +74,7 @@ fn main() {
             devices: 5,
             registers: 30,
             per_request: 1,
+            in_flight: 1,
             interval_ms: 200,
             warmup_secs: 1,
             secs: 1,
@@ -209,6 +213,7 @@ fn measure(o: &Options) {
                 max_registers_per_request: o.per_request,
                 max_gap: 10,
                 frame_gap: Duration::ZERO,
+                max_in_flight: o.in_flight,
             };
             tasks.push(spawn_supervised(
                 settings,
@@ -256,11 +261,12 @@ fn measure(o: &Options) {
     let requests_per_sec = (after.2 - before.2) as f64 / elapsed;
     let expected = o.devices as f64 * f64::from(o.registers) * 1000.0 / o.interval_ms as f64;
     println!(
-        "devices={} registers={} per_request={} interval_ms={}: cpu={:.3} cores (user {:.3}, system {:.3}), peak_rss={:.1} MiB, \
+        "devices={} registers={} per_request={} in_flight={} interval_ms={}: cpu={:.3} cores (user {:.3}, system {:.3}), peak_rss={:.1} MiB, \
          readings/s={:.0} (expected {:.0}), requests/s={:.0}, window={:.1}s",
         o.devices,
         o.registers,
         o.per_request,
+        o.in_flight,
         o.interval_ms,
         cores,
         user,

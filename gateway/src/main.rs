@@ -155,8 +155,13 @@ fn check(path: &std::path::Path, explain: bool) -> ExitCode {
                 let plant = plant::Plant::new(&c);
                 for settings in plant.modbus_devices() {
                     let plan = drivers::modbus::ReadPlan::for_device(&settings);
+                    let in_flight = if settings.max_in_flight > 1 {
+                        format!(", up to {} in flight", settings.max_in_flight)
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "device {} ({} points, {} requests per cycle):",
+                        "device {} ({} points, {} requests per cycle{in_flight}):",
                         settings.name,
                         settings.points.len(),
                         plan.requests.len()

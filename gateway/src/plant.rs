@@ -148,6 +148,7 @@ impl Plant {
                     max_registers_per_request: o.max_registers_per_request,
                     max_gap: o.max_gap,
                     frame_gap: Duration::from_millis(o.frame_gap_ms),
+                    max_in_flight: o.max_in_flight,
                     points,
                 })
             })

@@ -1,7 +1,8 @@
 //! The Modbus driver end to end over TCP, against pymodbus (an independent implementation):
 //! every type and word order, exceptions that spoil one request only, a server killed and
 //! restarted, a server that never answers, a gateway that allows one connection for several
-//! unit ids, RTU framing over TCP with a silent unit, 4–20 mA bands and detector status words.
+//! unit ids, RTU framing over TCP with a silent unit, 4–20 mA bands and detector status words,
+//! and pipelining configured on a device that can't do it.
 #![allow(clippy::unwrap_used)] // a test: a panic is a failed test
 
 use std::time::Duration;
@@ -424,6 +425,91 @@ async fn one_connection_serves_several_unit_ids() {
         assert_eq!(ok, Some(1.0), "unit{unit}");
         assert_eq!(point_of(&s, &format!("V-{unit}")).await["quality"], "good");
     }
+    s.terminate().await;
+    dev.kill().await;
+}
+
+/// `max_in_flight` set on a device that serves one request at a time (pymodbus answers the
+/// first frame of a burst and parks the rest): the stall is named in the log, the device is
+/// read one request at a time from then on, and values, the exception of one request and the
+/// unit ids all come back right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelining_on_a_device_without_it_falls_back_to_one_at_a_time() {
+    let Some(dev) = PyModbusDevice::start(&[
+        "--units",
+        "1,2",
+        "--single-connection",
+        "--illegal-from",
+        "100",
+    ])
+    .await
+    else {
+        return;
+    };
+    for unit in 1..=2u8 {
+        let values: Vec<u16> = (0..12).map(|i| u16::from(unit) * 1000 + i).collect();
+        dev.write_registers_unit(unit, 10, &values).await;
+    }
+    let mut config = header();
+    let mut tags = Vec::new();
+    for unit in 1..=2u8 {
+        let name = format!("unit{unit}");
+        let extra = "max_in_flight = 8\nmax_registers_per_request = 1";
+        config += &device(&name, "modbus_tcp", dev.port, unit, extra);
+        for i in 0..12u16 {
+            let tag = format!("U{unit}-{i}");
+            let register = format!(r#"table = "holding", address = {}"#, 10 + i);
+            config += &point(&tag, &name, &register, "");
+            tags.push((tag, u16::from(unit) * 1000 + i));
+        }
+        let register = r#"table = "holding", address = 150"#;
+        config += &point(&format!("U{unit}-past-end"), &name, register, "");
+    }
+    let s = Sentinel::start(&config).await;
+    let names: Vec<&str> = tags.iter().map(|(t, _)| t.as_str()).collect();
+    let good = wait_quality(&s, &names, "good").await;
+    for ((tag, want), p) in tags.iter().zip(&good) {
+        assert_eq!(p["value"].as_f64(), Some(f64::from(*want)), "{tag}: {p}");
+    }
+    wait_quality(&s, &["U1-past-end", "U2-past-end"], "device_exception").await;
+    assert!(
+        s.log().contains("does not serve several requests at once"),
+        "{}",
+        s.log()
+    );
+    // From now on: no more timeouts or reconnects, and reads go on.
+    let series = |unit: u8, what: &str| match what {
+        "connects" => {
+            format!(r#"sentinel_modbus_connects_total{{device="unit{unit}",outcome="ok"}}"#)
+        }
+        outcome => {
+            format!(r#"sentinel_modbus_requests_total{{device="unit{unit}",outcome="{outcome}"}}"#)
+        }
+    };
+    let mut before = Vec::new();
+    for unit in 1..=2 {
+        for what in ["connects", "timeout", "ok"] {
+            before.push(s.metric(&series(unit, what)).await.unwrap_or(0.0));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut i = 0;
+    for unit in 1..=2 {
+        assert!(before[i + 1] >= 1.0, "unit{unit} stalled once: {before:?}");
+        assert_eq!(s.metric(&series(unit, "connects")).await, Some(before[i]));
+        assert_eq!(
+            s.metric(&series(unit, "timeout")).await,
+            Some(before[i + 1])
+        );
+        let ok = s.metric(&series(unit, "ok")).await.unwrap_or(0.0);
+        assert!(
+            ok >= before[i + 2] + 12.0,
+            "unit{unit}: {ok} after {before:?}"
+        );
+        i += 3;
+    }
+    let again = wait_quality(&s, &names, "good").await;
+    assert_eq!(again.len(), names.len());
     s.terminate().await;
     dev.kill().await;
 }

@@ -11,6 +11,7 @@
 mod backoff;
 pub mod decode;
 pub mod metrics;
+mod pipeline;
 pub mod plan;
 pub mod poller;
 mod streak;
@@ -248,6 +249,10 @@ pub struct DeviceSettings {
     /// Silence kept on the line before each request (RTU); the link uses the largest of its
     /// devices' gaps.
     pub frame_gap: Duration,
+    /// Most requests sent before the first is answered (Modbus TCP only; RTU and RTU over
+    /// TCP always have one). `1`, the default, suits every device; more is for devices that
+    /// document several transactions at once (see `poller`'s pipelining).
+    pub max_in_flight: u16,
 }
 
 /// Protocol limit of one read of holding or input registers (function codes 3 and 4).

@@ -11,6 +11,11 @@
 //! | Modbus exception            | the request's    | `DeviceException` | kept                        |
 //! | timeout                     | all the unit's   | `CommLost`        | see below                   |
 //! | transport error, garbled    | all the unit's   | `CommLost`        | dropped, backoff, new       |
+//! | pipelined turn stalls       | all the unit's   | `CommLost`        | dropped, backoff, new       |
+//!
+//! A Modbus TCP unit with `max_in_flight` above 1 has its turn's requests pipelined (see
+//! `pipeline`). If it answers some and then stalls with several waiting, it is a device that
+//! serves one request at a time: it is logged at ERROR and read one at a time from then on.
 //!
 //! A timeout drops the connection when the unit is alone on its link, or when no unit has
 //! answered since the link's previous timeout (two timeouts in a row: the gateway itself is
@@ -42,6 +47,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use super::backoff::Backoff;
 use super::decode::{DecodeError, decode_bit, decode_registers, from_milliamps};
 use super::metrics::DeviceMetrics;
+use super::pipeline::Pipeline;
 use super::plan::{Part, ReadPlan, ReadRequest};
 use super::streak::{Report, Streak};
 use super::{DeviceSettings, Endpoint, Parity, RegisterSpec, SerialLine, Signal, Table};
@@ -82,6 +88,20 @@ impl Link {
             .map(|u| u.timeout)
             .max()
             .unwrap_or(Duration::from_secs(1))
+    }
+
+    /// Requests a unit may have in flight: the largest any unit of a Modbus TCP link allows
+    /// (each unit keeps to its own), always one on RTU.
+    fn in_flight(&self) -> u16 {
+        match self.endpoint {
+            Endpoint::Tcp { .. } => self
+                .units
+                .iter()
+                .map(|u| u.max_in_flight)
+                .max()
+                .unwrap_or(1),
+            Endpoint::RtuOverTcp { .. } | Endpoint::Serial(_) => 1,
+        }
     }
 
     fn frame_gap(&self) -> Duration {
@@ -255,7 +275,7 @@ enum Stop {
 
 /// Why a device is considered unreachable.
 #[derive(Debug, thiserror::Error)]
-enum Failure {
+pub(super) enum Failure {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("cannot connect: {0}")]
@@ -264,12 +284,21 @@ enum Failure {
     Open(#[source] tokio_serial::Error),
     #[error(transparent)]
     Transport(#[from] tokio_modbus::Error),
+    #[error("connection: {0}")]
+    Io(#[source] std::io::Error),
+    #[error(
+        "answered {answered} pipelined requests, then none of the {waiting} still in flight; \
+         the device seems to serve one request at a time"
+    )]
+    Stalled { answered: usize, waiting: usize },
+    #[error("garbled answer: {0}")]
+    Protocol(&'static str),
     #[error("the device answered with a response of the wrong kind")]
     UnexpectedResponse,
 }
 
 /// What a device answered.
-enum Answer {
+pub(super) enum Answer {
     Words(Vec<u16>),
     Bits(Vec<bool>),
     Exception(ExceptionCode),
@@ -353,7 +382,8 @@ async fn poll_link(
         Duration::ZERO
     };
     let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
-    let mut connection: Option<Context> = None;
+    let pipelined = link.in_flight() > 1;
+    let mut connection: Option<Connection> = None;
     let mut ever_connected = false;
     // Whether any unit answered since the link's last timeout (see the module doc).
     let mut answered_since_timeout = false;
@@ -373,7 +403,7 @@ async fn poll_link(
     loop {
         if connection.is_none() {
             let timeout = link.connect_timeout();
-            let attempt = tokio::time::timeout(timeout, connect(&link.endpoint));
+            let attempt = tokio::time::timeout(timeout, connect(&link.endpoint, pipelined));
             match io.until_shutdown(attempt).await? {
                 Ok(Ok(ctx)) => {
                     for unit in units.iter() {
@@ -411,7 +441,7 @@ async fn poll_link(
                 }
             }
         }
-        let Some(ctx) = connection.as_mut() else {
+        let Some(conn) = connection.as_mut() else {
             continue;
         };
         let polled_units = units.iter().filter(|u| !u.plan.requests.is_empty()).count();
@@ -423,11 +453,10 @@ async fn poll_link(
         };
         let unit = &mut units[index];
         io.sleep_until(unit.next_due).await?;
-        ctx.set_slave(Slave(unit.settings.unit_id));
         let span = unit.span.clone();
         // Shutdown is watched once per turn, not per request: the token's waiter list is a
         // lock shared by every poll task.
-        let turn = unit.poll(ctx, io, gap, &mut last_frame);
+        let turn = unit.poll(conn, io, gap, &mut last_frame);
         let polled = io.until_shutdown(turn.instrument(span.clone())).await??;
         match polled {
             Polled::Answered => {
@@ -456,23 +485,35 @@ async fn poll_link(
     }
 }
 
+/// A link's open connection or port.
+enum Connection {
+    /// tokio-modbus, one request in flight: RTU always, Modbus TCP by default.
+    Framed(Context),
+    /// Modbus TCP with several requests in flight (see [`super::pipeline`]).
+    Pipelined(Pipeline),
+}
+
 /// Opens the connection or the serial port. The unit id is set per request.
-async fn connect(endpoint: &Endpoint) -> Result<Context, Failure> {
+async fn connect(endpoint: &Endpoint, pipelined: bool) -> Result<Connection, Failure> {
     let slave = Slave(1);
-    match endpoint {
+    let framed = match endpoint {
         Endpoint::Tcp { host, port } => {
             let stream = tcp_stream(host, *port).await.map_err(Failure::Connect)?;
-            Ok(tokio_modbus::client::tcp::attach_slave(stream, slave))
+            if pipelined {
+                return Ok(Connection::Pipelined(Pipeline::new(stream)));
+            }
+            tokio_modbus::client::tcp::attach_slave(stream, slave)
         }
         Endpoint::RtuOverTcp { host, port } => {
             let stream = tcp_stream(host, *port).await.map_err(Failure::Connect)?;
-            Ok(tokio_modbus::client::rtu::attach_slave(stream, slave))
+            tokio_modbus::client::rtu::attach_slave(stream, slave)
         }
         Endpoint::Serial(line) => {
             let port = open_serial(line).map_err(Failure::Open)?;
-            Ok(tokio_modbus::client::rtu::attach_slave(port, slave))
+            tokio_modbus::client::rtu::attach_slave(port, slave)
         }
-    }
+    };
+    Ok(Connection::Framed(framed))
 }
 
 async fn tcp_stream(host: &str, port: u16) -> std::io::Result<TcpStream> {
@@ -523,6 +564,8 @@ struct Unit {
     short: Vec<Streak>,
     /// Retry delay of a unit that is silent on a link others still use.
     silence: Backoff,
+    /// Requests in flight on a pipelined link: `max_in_flight`, or 1 once the device stalled.
+    in_flight: u16,
 }
 
 impl Unit {
@@ -539,6 +582,7 @@ impl Unit {
             exceptions: vec![Streak::default(); plan.requests.len()],
             short: vec![Streak::default(); plan.requests.len()],
             silence: Backoff::new(period, SILENT_UNIT_CAP.max(period)),
+            in_flight: settings.max_in_flight.max(1),
             next_due: tokio::time::Instant::now(),
             cycle: 0,
             last: HashMap::new(),
@@ -578,19 +622,106 @@ impl Unit {
         }
     }
 
-    /// Reads the requests due this turn, one at a time, then sends the unit's readings. The
-    /// caller stops it at shutdown.
+    /// Reads the requests due this turn, then sends the unit's readings. The caller stops it
+    /// at shutdown.
     async fn poll(
         &mut self,
-        ctx: &mut Context,
+        conn: &mut Connection,
         io: &Io<'_>,
         gap: Duration,
         last_frame: &mut Option<tokio::time::Instant>,
     ) -> Result<Polled, Stop> {
-        let cycle = self.cycle;
+        let answers = match conn {
+            Connection::Framed(ctx) => self.read_one_by_one(ctx, gap, last_frame).await,
+            Connection::Pipelined(pipeline) => self.read_pipelined(pipeline).await,
+        };
+        let answers = match answers {
+            Ok(answers) => answers,
+            Err(failure @ Failure::Timeout(_)) => {
+                DeviceMetrics::inc(&self.metrics.requests_timeout);
+                return Ok(Polled::Timeout(failure));
+            }
+            // Requests the device parked may still be answered later, out of turn: start
+            // again on a fresh connection.
+            Err(failure @ Failure::Stalled { .. }) => {
+                DeviceMetrics::inc(&self.metrics.requests_timeout);
+                return Ok(Polled::Failed(failure));
+            }
+            Err(failure) => {
+                DeviceMetrics::inc(&self.metrics.requests_transport_error);
+                return Ok(Polled::Failed(failure));
+            }
+        };
+        let time = now_millis();
+        let now = Instant::now();
+        if let Some(down_for) = self.comm.recover(now) {
+            info!(down_for = ?down_for, "Device answers again.");
+        }
+        io.send(FieldEvent::DeviceStatus {
+            device: self.settings.id,
+            ok: true,
+            at: time,
+        })
+        .await?;
+        self.answered(io, &answers, time, now).await?;
+        Ok(Polled::Answered)
+    }
+
+    /// Whether `request` is due this turn (slower requests skip cycles).
+    fn due(&self, request: &ReadRequest) -> bool {
+        self.cycle % u64::from(request.every.max(1)) == 0
+    }
+
+    /// The turn's reads with several in flight; answers paired with their request's index.
+    /// A device that stalls with several in flight is read one at a time from then on (until
+    /// a restart or reload), and told so in the log: it has not the pipelining it was
+    /// configured with.
+    async fn read_pipelined(
+        &mut self,
+        pipeline: &mut Pipeline,
+    ) -> Result<Vec<(usize, Answer)>, Failure> {
+        let (indices, requests): (Vec<usize>, Vec<&ReadRequest>) = self
+            .plan
+            .requests
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| self.due(r))
+            .unzip();
+        let metrics = &self.metrics;
+        let answers = pipeline
+            .read_all(
+                self.settings.unit_id,
+                &requests,
+                usize::from(self.in_flight),
+                self.settings.timeout,
+                |latency| metrics.observe_latency(latency),
+            )
+            .await;
+        match answers {
+            Ok(answers) => Ok(indices.into_iter().zip(answers).collect()),
+            Err(failure @ Failure::Stalled { .. }) => {
+                error!(
+                    error = %failure, max_in_flight = self.in_flight,
+                    "Device does not serve several requests at once; reading it one request at a time from now on. Set max_in_flight = 1 for it."
+                );
+                self.in_flight = 1;
+                Err(failure)
+            }
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// The turn's reads, one request at a time, with the line's silent gap before each.
+    async fn read_one_by_one(
+        &self,
+        ctx: &mut Context,
+        gap: Duration,
+        last_frame: &mut Option<tokio::time::Instant>,
+    ) -> Result<Vec<(usize, Answer)>, Failure> {
+        ctx.set_slave(Slave(self.settings.unit_id));
         let mut answers: Vec<(usize, Answer)> = Vec::new();
         for (index, request) in self.plan.requests.iter().enumerate() {
-            if cycle % u64::from(request.every.max(1)) != 0 {
+            if !self.due(request) {
                 continue;
             }
             if let Some(at) = *last_frame
@@ -606,29 +737,11 @@ impl Unit {
                     self.metrics.observe_latency(started.elapsed());
                     answers.push((index, answer));
                 }
-                Ok(Err(failure)) => {
-                    DeviceMetrics::inc(&self.metrics.requests_transport_error);
-                    return Ok(Polled::Failed(failure));
-                }
-                Err(_elapsed) => {
-                    DeviceMetrics::inc(&self.metrics.requests_timeout);
-                    return Ok(Polled::Timeout(Failure::Timeout(self.settings.timeout)));
-                }
+                Ok(Err(failure)) => return Err(failure),
+                Err(_elapsed) => return Err(Failure::Timeout(self.settings.timeout)),
             }
         }
-        let time = now_millis();
-        let now = Instant::now();
-        if let Some(down_for) = self.comm.recover(now) {
-            info!(down_for = ?down_for, "Device answers again.");
-        }
-        io.send(FieldEvent::DeviceStatus {
-            device: self.settings.id,
-            ok: true,
-            at: time,
-        })
-        .await?;
-        self.answered(io, &answers, time, now).await?;
-        Ok(Polled::Answered)
+        Ok(answers)
     }
 
     /// Turns a turn's answers into readings: values first, judged with their status words.
@@ -971,7 +1084,18 @@ mod tests {
             max_registers_per_request: 125,
             max_gap,
             frame_gap: Duration::ZERO,
+            max_in_flight: 1,
         }
+    }
+
+    /// With more than one in flight the points are also read one register per request, so a
+    /// turn has several requests to pipeline.
+    fn in_flight_of(mut settings: DeviceSettings, in_flight: u16) -> DeviceSettings {
+        settings.max_in_flight = in_flight;
+        if in_flight > 1 {
+            settings.max_registers_per_request = 1;
+        }
+        settings
     }
 
     struct Running {
@@ -1029,6 +1153,46 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn good_values_arrive_decoded_every_cycle() {
+        good_values_arrive_decoded_every_cycle_with(1).await;
+    }
+
+    #[tokio::test]
+    async fn good_values_arrive_decoded_every_cycle_pipelined() {
+        good_values_arrive_decoded_every_cycle_with(4).await;
+    }
+
+    #[tokio::test]
+    async fn exception_marks_only_its_request_and_is_sent_once() {
+        exception_marks_only_its_request_and_is_sent_once_with(1).await;
+    }
+
+    #[tokio::test]
+    async fn exception_marks_only_its_request_and_is_sent_once_pipelined() {
+        exception_marks_only_its_request_and_is_sent_once_with(4).await;
+    }
+
+    #[tokio::test]
+    async fn lost_server_gives_comm_lost_once_and_recovers_by_itself() {
+        lost_server_gives_comm_lost_once_and_recovers_by_itself_with(1).await;
+    }
+
+    #[tokio::test]
+    async fn lost_server_gives_comm_lost_once_and_recovers_by_itself_pipelined() {
+        lost_server_gives_comm_lost_once_and_recovers_by_itself_with(4).await;
+    }
+
+    #[tokio::test]
+    async fn silent_device_times_out_instead_of_hanging() {
+        silent_device_times_out_instead_of_hanging_with(1).await;
+    }
+
+    #[tokio::test]
+    async fn silent_device_times_out_instead_of_hanging_pipelined() {
+        silent_device_times_out_instead_of_hanging_with(4).await;
+    }
+
     fn readings(events: &[FieldEvent], id: u32) -> Vec<Reading> {
         events
             .iter()
@@ -1053,8 +1217,7 @@ mod tests {
             .count()
     }
 
-    #[tokio::test]
-    async fn good_values_arrive_decoded_every_cycle() {
+    async fn good_values_arrive_decoded_every_cycle_with(in_flight: u16) {
         let mut regs = vec![650];
         regs.extend(encode(&123.5f32.to_be_bytes(), WordOrder::CDAB));
         regs.extend(encode(&(-5i32).to_be_bytes(), WordOrder::ABCD));
@@ -1079,7 +1242,7 @@ mod tests {
             point(3, Table::Coil, 2, DataType::Bool),
         ];
         let before = now_millis();
-        let mut dev = start(settings(port, points, 10));
+        let mut dev = start(in_flight_of(settings(port, points, 10), in_flight));
 
         let events = dev
             .until(|ev| (0..4).all(|id| count(ev, id, Quality::Good) >= 2))
@@ -1099,8 +1262,7 @@ mod tests {
         server.abort();
     }
 
-    #[tokio::test]
-    async fn exception_marks_only_its_request_and_is_sent_once() {
+    async fn exception_marks_only_its_request_and_is_sent_once_with(in_flight: u16) {
         let plc = Plc {
             holding: Arc::new(Mutex::new((0..100).collect())),
             ..Plc::default()
@@ -1112,7 +1274,7 @@ mod tests {
             point(0, Table::Holding, 42, DataType::U16),
             point(1, Table::Holding, 200, DataType::U16),
         ];
-        let mut dev = start(settings(port, points, 0));
+        let mut dev = start(in_flight_of(settings(port, points, 0), in_flight));
 
         let events = dev.during(Duration::from_millis(700)).await;
         assert!(count(&events, 0, Quality::Good) >= 4, "{events:#?}");
@@ -1140,8 +1302,7 @@ mod tests {
         server.abort();
     }
 
-    #[tokio::test]
-    async fn lost_server_gives_comm_lost_once_and_recovers_by_itself() {
+    async fn lost_server_gives_comm_lost_once_and_recovers_by_itself_with(in_flight: u16) {
         let holding = Arc::new(Mutex::new(vec![11, 22]));
         let listener = listen(0);
         let port = listener.local_addr().unwrap().port();
@@ -1156,7 +1317,7 @@ mod tests {
             point(0, Table::Holding, 0, DataType::U16),
             point(1, Table::Holding, 1, DataType::U16),
         ];
-        let mut dev = start(settings(port, points, 10));
+        let mut dev = start(in_flight_of(settings(port, points, 10), in_flight));
         dev.until(|ev| count(ev, 1, Quality::Good) >= 1).await;
 
         server.abort();
@@ -1204,8 +1365,7 @@ mod tests {
         server.abort();
     }
 
-    #[tokio::test]
-    async fn silent_device_times_out_instead_of_hanging() {
+    async fn silent_device_times_out_instead_of_hanging_with(in_flight: u16) {
         let listener = listen(0);
         let port = listener.local_addr().unwrap().port();
         // Accepts connections and never answers.
@@ -1217,7 +1377,7 @@ mod tests {
         });
         let mut settings = settings(port, vec![point(0, Table::Holding, 0, DataType::U16)], 10);
         settings.timeout = Duration::from_millis(200);
-        let mut dev = start(settings);
+        let mut dev = start(in_flight_of(settings, in_flight));
         let events = dev
             .until(|ev| statuses(ev, false) >= 1 && count(ev, 0, Quality::CommLost) >= 1)
             .await;

@@ -251,6 +251,7 @@ impl Device {
                 max_gap: d.max_gap,
                 address_base: d.address_base,
                 frame_gap_ms: d.frame_gap_ms.unwrap_or(0),
+                max_in_flight: d.max_in_flight,
             },
             Device::ModbusRtu(d) => ModbusOptions {
                 unit_id: d.unit_id,
@@ -262,6 +263,7 @@ impl Device {
                 frame_gap_ms: d
                     .frame_gap_ms
                     .unwrap_or_else(|| serial_frame_gap_ms(d.baud_rate)),
+                max_in_flight: 1,
             },
             Device::Mqtt(_) => return None,
         };
@@ -279,6 +281,7 @@ pub struct ModbusOptions {
     pub max_gap: u16,
     pub address_base: u16,
     pub frame_gap_ms: u64,
+    pub max_in_flight: u16,
 }
 
 /// The RTU silent interval: 3.5 characters of 11 bits at `baud_rate`, and at least 2 ms
@@ -323,6 +326,14 @@ pub struct ModbusTcpDevice {
     /// server times its serial side itself).
     #[serde(default)]
     pub frame_gap_ms: Option<u64>,
+    /// `modbus_tcp` only: requests sent before the first is answered (1..=64). Only for
+    /// devices documented to serve several transactions at once; the default 1 suits all.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u16,
+}
+
+const fn default_max_in_flight() -> u16 {
+    1
 }
 
 /// `modbus_rtu`: a unit on a serial bus. Devices naming the same `serial_port` share the bus.

@@ -151,6 +151,34 @@ fn semantic_errors_name_their_paths() {
 }
 
 #[test]
+fn pipelining_is_for_modbus_tcp_only_and_bounded() {
+    let with = |protocol: &str, n: u16| {
+        MINIMAL.replace(
+            "protocol = \"modbus_tcp\"",
+            &format!("protocol = \"{protocol}\"\nmax_in_flight = {n}"),
+        )
+    };
+    let c = load(&with("modbus_tcp", 8)).unwrap();
+    assert_eq!(c.devices[0].modbus().unwrap().max_in_flight, 8);
+    assert_eq!(
+        load(MINIMAL).unwrap().devices[0]
+            .modbus()
+            .unwrap()
+            .max_in_flight,
+        1
+    );
+    for bad in [
+        with("modbus_tcp", 0),
+        with("modbus_tcp", 65),
+        with("modbus_rtu_over_tcp", 2),
+    ] {
+        let e = load(&bad).unwrap_err();
+        assert_eq!(paths(&e), ["devices[0].max_in_flight"], "{e}");
+    }
+    load(&with("modbus_rtu_over_tcp", 1)).unwrap();
+}
+
+#[test]
 fn duplicate_tags_and_devices_are_refused() {
     let toml = format!(
         "{MINIMAL}\n[[devices]]\nname = \"d1\"\nprotocol = \"modbus_tcp\"\nhost = \"h\"\n\n[[points]]\ntag = \"P-1\"\ndevice = \"d1\"\nkind = \"level\"\nregister = {{ table = \"holding\", address = 5 }}\n"

@@ -131,6 +131,14 @@ fn check_devices<'a>(
                         "applies to modbus_rtu and modbus_rtu_over_tcp only",
                     ));
                 }
+                if matches!(device, Device::ModbusRtuOverTcp(_)) && d.max_in_flight != 1 {
+                    errors.push(err(
+                        at("max_in_flight"),
+                        "must be 1 on modbus_rtu_over_tcp: RTU frames carry no transaction id, so only one request may be in flight",
+                    ));
+                } else if !(1..=64).contains(&d.max_in_flight) {
+                    errors.push(err(at("max_in_flight"), "must be within 1..=64"));
+                }
             }
             Device::ModbusRtu(d) => {
                 if d.serial_port.trim().is_empty() {
