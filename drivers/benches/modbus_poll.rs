@@ -74,7 +74,8 @@ fn main() {
             devices: 5,
             registers: 30,
             per_request: 1,
-            in_flight: 1,
+            // The smoke run also covers the pipelined path against the simulator.
+            in_flight: 4,
             interval_ms: 200,
             warmup_secs: 1,
             secs: 1,
@@ -116,7 +117,12 @@ fn serve(devices: usize, registers: u16) {
 
 /// (user, system) CPU ticks of this process so far.
 fn cpu_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_ticks_of("self")
+}
+
+/// (user, system) CPU ticks of process `pid` ("self" or a number) so far.
+fn cpu_ticks_of(pid: &str) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at `) `.
     let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -179,7 +185,8 @@ fn measure(o: &Options) {
     let readings = Arc::new(AtomicU64::new(0));
     let shutdown = CancellationToken::new();
     let metrics: Vec<Arc<DeviceMetrics>> = (0..o.devices).map(|_| Arc::default()).collect();
-    let (before, after, elapsed) = runtime.block_on(async {
+    let farm_pid = farm.id().to_string();
+    let (before, after, elapsed, farm_ticks) = runtime.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<FieldEvent>(8192);
         let counter = Arc::clone(&readings);
         let drain = tokio::spawn(async move {
@@ -230,6 +237,7 @@ fn measure(o: &Options) {
                 .map(|m| m.requests_ok.load(Ordering::Relaxed))
                 .sum()
         };
+        let farm_before = cpu_ticks_of(&farm_pid);
         let before = (
             cpu_ticks(),
             readings.load(Ordering::Relaxed),
@@ -243,13 +251,15 @@ fn measure(o: &Options) {
             requests(),
             Instant::now(),
         );
+        let farm_after = cpu_ticks_of(&farm_pid);
         shutdown.cancel();
         for t in tasks {
             let _ = t.await;
         }
         let _ = drain.await;
         let elapsed = after.3.duration_since(before.3).as_secs_f64();
-        (before, after, elapsed)
+        let farm_ticks = (farm_after.0 + farm_after.1) - (farm_before.0 + farm_before.1);
+        (before, after, elapsed, farm_ticks)
     });
     drop(farm.stdin.take());
     let _ = farm.wait();
@@ -261,7 +271,7 @@ fn measure(o: &Options) {
     let requests_per_sec = (after.2 - before.2) as f64 / elapsed;
     let expected = o.devices as f64 * f64::from(o.registers) * 1000.0 / o.interval_ms as f64;
     println!(
-        "devices={} registers={} per_request={} in_flight={} interval_ms={}: cpu={:.3} cores (user {:.3}, system {:.3}), peak_rss={:.1} MiB, \
+        "devices={} registers={} per_request={} in_flight={} interval_ms={}: cpu={:.3} cores (user {:.3}, system {:.3}), peak_rss={:.1} MiB, simulator_cpu={:.3} cores, \
          readings/s={:.0} (expected {:.0}), requests/s={:.0}, window={:.1}s",
         o.devices,
         o.registers,
@@ -272,6 +282,7 @@ fn measure(o: &Options) {
         user,
         system,
         status_kb("VmHWM:") as f64 / 1024.0,
+        farm_ticks as f64 / TICKS_PER_SEC / elapsed,
         readings_per_sec,
         expected,
         requests_per_sec,
