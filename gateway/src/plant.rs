@@ -14,7 +14,7 @@ mod mqtt;
 
 pub struct Plant {
     pub site: Site,
-    pub points: Vec<Point>,
+    pub points: std::sync::Arc<Vec<Point>>,
     pub devices: Vec<Device>,
     pub conditions: Vec<crate::config::ConditionConfig>,
     pub risk_units: Vec<crate::config::RiskUnitSettings>,
@@ -41,7 +41,7 @@ impl Plant {
             .collect();
         let mut plant = Plant {
             site: config.site.clone(),
-            points: config.points.clone(),
+            points: std::sync::Arc::clone(&config.points),
             devices: config.devices.clone(),
             conditions: config.conditions.clone(),
             risk_units: config.risk_units.clone(),
@@ -88,8 +88,8 @@ impl Plant {
     }
 
     /// What the alarm engine watches.
-    pub fn engine_config(&self) -> EngineConfig {
-        self.rulebook().engine.clone()
+    pub fn engine_config(&self) -> std::sync::Arc<EngineConfig> {
+        std::sync::Arc::clone(&self.rulebook().engine)
     }
 
     /// Poll settings per Modbus device (unit); `drivers::modbus::group_links` puts the units

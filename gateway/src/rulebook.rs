@@ -15,7 +15,7 @@ use crate::plant::Plant;
 
 /// Everything the engine task needs about rules, and what was wrong with them.
 pub struct Rulebook {
-    pub engine: EngineConfig,
+    pub engine: std::sync::Arc<EngineConfig>,
     /// Name and area of each condition alarm, by its id (index).
     pub conditions: Vec<(String, String)>,
     pub risk_units: Vec<RiskUnitConfig>,
@@ -295,7 +295,7 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
         problems.push(problem(issue.path, issue.message));
     }
     Rulebook {
-        engine,
+        engine: std::sync::Arc::new(engine),
         conditions: names,
         risk_units,
         problems,

@@ -37,12 +37,14 @@ pub struct RunOptions {
 }
 
 pub async fn run(
-    mut config: Config,
+    config: Config,
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let plant = Arc::new(Plant::new(&config));
+    // Shared with the notifiers rather than copied: a large plant's configuration is megabytes.
+    let mut config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let data_dir = config.store.data_dir.clone();
 
@@ -299,7 +301,7 @@ pub async fn run(
                             .is_ok();
                         if asked && rx.await.is_ok() {
                             plant = next_plant;
-                            config = next;
+                            config = Arc::new(next);
                         } else {
                             tracing::error!("The engine did not take the new configuration; polling resumes with the old one.");
                         }

@@ -2,6 +2,7 @@
 //! quiet bands, and the dependency index that routes readings to deviations and conditions.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use crate::alarm::{AlarmId, AlarmSource, ConditionId, Priority, SystemCheck};
 use crate::reading::{DeviceId, Millis, PointId, Reading};
@@ -151,7 +152,7 @@ pub(super) enum Dep {
     Suppress(u32),
 }
 
-pub(super) fn build(config: EngineConfig, next_id: AlarmId) -> Engine {
+pub(super) fn build(config: Arc<EngineConfig>, next_id: AlarmId) -> Engine {
     let mut slots = Vec::new();
     let mut rates = Vec::new();
     let mut points = Vec::with_capacity(config.points.len());

@@ -25,6 +25,7 @@ mod modes;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -94,7 +95,8 @@ pub struct PointAlarmSummary {
 }
 
 pub struct Engine {
-    config: EngineConfig,
+    /// Shared with whoever built it (the gateway's plant keeps the same rules).
+    config: Arc<EngineConfig>,
     points: Vec<PointState>,
     devices: Vec<DeviceState>,
     slots: Vec<Slot>,
@@ -125,9 +127,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// `next_id` is the first alarm id this engine may hand out.
-    pub fn new(config: EngineConfig, next_id: AlarmId) -> Self {
-        build::build(config, next_id)
+    /// `next_id` is the first alarm id this engine may hand out. The rules may be shared
+    /// (`Arc`): a large plant's are megabytes.
+    pub fn new(config: impl Into<Arc<EngineConfig>>, next_id: AlarmId) -> Self {
+        build::build(config.into(), next_id)
     }
 
     /// Put back alarms that were open when the previous process stopped, with the last event

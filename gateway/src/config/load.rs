@@ -83,13 +83,27 @@ pub fn load_str(toml: &str, env: EnvSource) -> Result<Config, ConfigErrors> {
         EnvSource::Map(map) => Some(map.into_iter().collect()),
     };
     if toml.len() > CHUNK_BYTES
-        && let Some(mut value) = parse_in_chunks(toml)
+        && let Some((mut value, points)) = parse_in_chunks_typed(toml)
     {
-        let overrides = parse(None, env_source)?;
-        merge_overrides(&mut value, overrides);
-        return from_value(value);
+        let overrides = parse(None, env_source.clone())?;
+        // An override of the point list itself would replace what was typed piece by piece.
+        if overrides.get("points").is_none() {
+            merge_overrides(&mut value, overrides);
+            return from_value(value, Some(points));
+        }
     }
-    from_value(parse(Some(toml), env_source)?)
+    from_value(parse(Some(toml), env_source)?, None)
+}
+
+/// `[[points]]` typed one piece of the file at a time, so that a large plant's points never
+/// exist all at once as a value tree (about 3 KB a point, against some hundreds typed).
+pub(super) struct TypedPoints {
+    points: Vec<Point>,
+    /// For each typed point, its index in the file's list.
+    index: Vec<usize>,
+    errors: Vec<ConfigError>,
+    /// Points seen so far, typed or not.
+    seen: usize,
 }
 
 /// A file larger than this is parsed a piece at a time (see [`parse_in_chunks`]).
@@ -124,19 +138,65 @@ fn parse(
 /// fit together exactly as one document would (a piece does not parse, or two pieces set the
 /// same value): the caller then parses the file whole, which also gives the right error with
 /// the right line number.
+#[cfg(test)]
 pub(super) fn parse_in_chunks(toml: &str) -> Option<Value> {
+    parse_pieces(toml, |_| Some(()))
+}
+
+/// [`parse_in_chunks`], with each piece's `[[points]]` typed (into [`TypedPoints`]) and taken
+/// out before the piece is joined.
+fn parse_in_chunks_typed(toml: &str) -> Option<(Value, TypedPoints)> {
+    let mut typed = TypedPoints {
+        points: Vec::new(),
+        index: Vec::new(),
+        errors: Vec::new(),
+        seen: 0,
+    };
+    let value = parse_pieces(toml, |piece| {
+        let Value::Object(map) = piece else {
+            return Some(());
+        };
+        match map.remove("points") {
+            None => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    let i = typed.seen;
+                    typed.seen += 1;
+                    if let Some(p) = section(&format!("points[{i}]"), item, &mut typed.errors) {
+                        typed.points.push(p);
+                        typed.index.push(i);
+                    }
+                }
+            }
+            // Not a list of tables: the whole parse reports it.
+            Some(_) => return None,
+        }
+        Some(())
+    })?;
+    typed.points.shrink_to_fit();
+    Some((value, typed))
+}
+
+/// Cuts `toml` into pieces (see [`parse_in_chunks`]), parses each, lets `each` see it, and
+/// joins it into the whole. `None` as soon as a piece fails to parse or to join, or `each`
+/// returns `None`.
+fn parse_pieces(toml: &str, mut each: impl FnMut(&mut Value) -> Option<()>) -> Option<Value> {
     let mut value = Value::Object(serde_json::Map::new());
     let mut start = 0;
     let mut at = 0;
     for line in toml.split_inclusive('\n') {
         let header = line.trim();
         if at - start >= CHUNK_BYTES && (header == "[[points]]" || header == "[[devices]]") {
-            join(&mut value, parse_piece(&toml[start..at])?)?;
+            let mut piece = parse_piece(&toml[start..at])?;
+            each(&mut piece)?;
+            join(&mut value, piece)?;
             start = at;
         }
         at += line.len();
     }
-    join(&mut value, parse_piece(&toml[start..])?)?;
+    let mut piece = parse_piece(&toml[start..])?;
+    each(&mut piece)?;
+    join(&mut value, piece)?;
     Some(value)
 }
 
@@ -190,7 +250,9 @@ fn merge_overrides(base: &mut Value, over: Value) {
     }
 }
 
-fn from_value(value: Value) -> Result<Config, ConfigErrors> {
+/// The configuration from its value tree; `typed`, if given, holds the points already typed
+/// (and the tree has none).
+fn from_value(value: Value, typed: Option<TypedPoints>) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let Value::Object(mut top) = value else {
         return Err(ConfigErrors(vec![err(
@@ -255,7 +317,13 @@ fn from_value(value: Value) -> Result<Config, ConfigErrors> {
             broken_devices.push(name.to_owned());
         }
     });
-    let (points, point_index) = list::<Point>("points", top.remove("points"), &mut errors, |_| {});
+    let (points, point_index) = match typed {
+        Some(typed) => {
+            errors.extend(typed.errors);
+            (typed.points, typed.index)
+        }
+        None => list::<Point>("points", top.remove("points"), &mut errors, |_| {}),
+    };
     let (conditions, _) = list("conditions", top.remove("conditions"), &mut errors, |_| {});
     let (risk_units, _) = list("risk_units", top.remove("risk_units"), &mut errors, |_| {});
 
@@ -271,7 +339,7 @@ fn from_value(value: Value) -> Result<Config, ConfigErrors> {
         http: http.unwrap_or_default(),
         engine: engine.unwrap_or_default(),
         devices,
-        points,
+        points: std::sync::Arc::new(points),
         notify: notify.unwrap_or_default(),
         upstream: upstream.unwrap_or_default(),
         conditions,

@@ -20,8 +20,9 @@ pub struct Config {
     pub engine: EngineSettings,
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// Shared, not copied, by the plant and the notifiers: megabytes in a large plant.
     #[serde(default)]
-    pub points: Vec<Point>,
+    pub points: std::sync::Arc<Vec<Point>>,
     #[serde(default)]
     pub notify: Notify,
     #[serde(default)]

@@ -297,6 +297,18 @@ fn a_large_file_parsed_in_pieces_equals_the_whole() {
 }
 
 #[test]
+fn a_bad_point_in_a_later_piece_is_reported_at_its_index_in_the_file() {
+    let text = big_plant(40, 120, "").replacen(
+        "tag = \"d39-p7\"\ndevice = \"d39\"\nkind = \"level\"\nregister = { table = \"holding\", address = 7 }",
+        "tag = \"d39-p7\"\ndevice = \"d39\"\nkind = \"level\"\nregister = { table = \"holding\", address = \"seven\" }",
+        1,
+    );
+    assert!(text.len() > 2 * load::CHUNK_BYTES);
+    let e = load(&text).unwrap_err();
+    assert_eq!(paths(&e), ["points[4687].register.address"], "{e}");
+}
+
+#[test]
 fn a_large_file_that_does_not_fit_in_pieces_is_judged_whole() {
     // The same key in two pieces: TOML refuses it, and so must the loader.
     let text = big_plant(40, 60, "\n[site]\nid = \"again\"\n");

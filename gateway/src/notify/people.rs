@@ -33,14 +33,14 @@ pub struct People {
 /// Add the `escalation` channel to what the store queues (when there is anything to route) and
 /// build the tasks. `hook_wakes` are the webhook senders' wakers, in `notify.webhook` order.
 pub fn prepare(
-    config: &Config,
+    config: &Arc<Config>,
     data_dir: &Path,
     metrics: &Arc<Metrics>,
     hook_wakes: &[Arc<Notify>],
     channels: &mut Vec<String>,
     wakers: &mut Vec<Arc<Notify>>,
 ) -> anyhow::Result<People> {
-    let config = Arc::new(config.clone());
+    let config = Arc::clone(config);
     let link_secret = Arc::new(link_secret(&config, data_dir)?);
     let by_name: HashMap<&str, &Arc<Notify>> = config
         .notify
