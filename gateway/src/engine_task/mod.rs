@@ -98,6 +98,7 @@ impl EngineTask {
             risk,
             kpi,
             status_dirty: false,
+            status_gate: None,
             last_wall: now_millis(),
             last_mono: std::time::Instant::now(),
             plant,
@@ -175,6 +176,9 @@ struct State {
     kpi: AlarmLoad,
     /// The colour changed since the status was last published.
     status_dirty: bool,
+    /// Set while the batch that changed a colour is not yet committed: a colour announces its
+    /// alarms, and an alarm is durable before it is announced, so the status waits.
+    status_gate: Option<oneshot::Receiver<()>>,
     plant: Arc<Plant>,
     store: StoreHandle,
     metrics: Arc<Metrics>,
@@ -312,6 +316,19 @@ impl State {
         if self.store.write(batch).await.is_err() {
             tracing::error!("The store writer has stopped; the engine stops too.");
             return false;
+        }
+        if colour_changed {
+            // Batches commit in order: this empty one is answered once the colour's is durable.
+            let (tx, rx) = oneshot::channel();
+            let barrier = WriteBatch {
+                done: Some(tx),
+                ..WriteBatch::default()
+            };
+            if self.store.write(barrier).await.is_err() {
+                tracing::error!("The store writer has stopped; the engine stops too.");
+                return false;
+            }
+            self.status_gate = Some(rx);
         }
         true
     }

@@ -2,6 +2,7 @@
 
 use alert_rules::{Colour, Engine, Priority};
 use serde::Serialize;
+use tokio::sync::oneshot;
 
 use super::State;
 use crate::event::rfc3339;
@@ -100,7 +101,20 @@ impl State {
         }
     }
 
+    /// Publishes the site status, unless a colour change in it is not committed yet (then
+    /// it stays due, for the next tick).
     pub(super) fn publish_status(&mut self, engine: &Engine) {
+        if let Some(gate) = &mut self.status_gate {
+            match gate.try_recv() {
+                // Not committed yet.
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    self.status_dirty = true;
+                    return;
+                }
+                // Committed, or the writer is gone (and the engine with it).
+                Ok(()) | Err(oneshot::error::TryRecvError::Closed) => self.status_gate = None,
+            }
+        }
         self.status_dirty = false;
         let status = self.site_status(engine);
         self.status.send_if_modified(|s| {
