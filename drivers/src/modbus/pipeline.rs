@@ -77,7 +77,8 @@ impl Pipeline {
             .wrapping_add(u16::try_from(requests.len()).unwrap_or(u16::MAX));
         let mut answers: Vec<Option<Answer>> = Vec::new();
         answers.resize_with(requests.len(), || None);
-        let mut sent_at: Vec<Option<Instant>> = vec![None; requests.len()];
+        // When each sent request went out; in request order, so never decreasing.
+        let mut sent_at: Vec<Instant> = Vec::with_capacity(requests.len());
         let (mut sent, mut done) = (0usize, 0usize);
         while done < requests.len() {
             // Top up the window with one write.
@@ -88,21 +89,17 @@ impl Pipeline {
                 sent += 1;
             }
             if !self.outbox.is_empty() {
-                let now = Instant::now();
-                for at in sent_at.iter_mut().take(sent).filter(|a| a.is_none()) {
-                    *at = Some(now);
-                }
+                sent_at.resize(sent, Instant::now());
                 self.stream
                     .write_all(&self.outbox)
                     .await
                     .map_err(Failure::Io)?;
             }
             // The oldest unanswered request sets the deadline.
-            let oldest = (0..sent)
-                .filter(|&i| answers[i].is_none())
-                .filter_map(|i| sent_at[i])
-                .min()
-                .unwrap_or_else(Instant::now);
+            let oldest = answers[..sent]
+                .iter()
+                .position(Option::is_none)
+                .map_or_else(Instant::now, |i| sent_at[i]);
             if self.filled == self.inbox.len() {
                 return Err(Failure::Protocol("answer larger than any Modbus frame"));
             }
@@ -142,9 +139,7 @@ impl Pipeline {
                     return Err(Failure::Protocol("answer from another unit id"));
                 }
                 answers[index] = Some(to_answer(requests[index], &frame)?);
-                if let Some(at) = sent_at[index] {
-                    answered(now.duration_since(at));
-                }
+                answered(now.duration_since(sent_at[index]));
                 done += 1;
             }
             self.inbox.copy_within(used..self.filled, 0);
@@ -241,6 +236,18 @@ fn to_answer(request: &ReadRequest, frame: &Frame<'_>) -> Result<Answer, Failure
 mod tests {
     use super::*;
 
+    /// A loopback listener for a scripted device.
+    async fn device_listener() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
+    /// Reads of one holding register each, at addresses 0..n.
+    fn one_register_reads(n: u16) -> Vec<ReadRequest> {
+        (0..n).map(|i| request(Table::Holding, i, 1)).collect()
+    }
+
     fn request(table: Table, start: u16, count: u16) -> ReadRequest {
         ReadRequest {
             table,
@@ -335,8 +342,7 @@ mod tests {
     /// transaction nobody awaits: answers are matched by id, the stray one dropped.
     #[tokio::test]
     async fn answers_are_matched_by_transaction_id() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = device_listener().await;
         let device = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut got = vec![0u8; 36];
@@ -350,7 +356,7 @@ mod tests {
             stream
         });
         let mut pipeline = Pipeline::new(TcpStream::connect(addr).await.unwrap());
-        let requests: Vec<ReadRequest> = (0..3).map(|i| request(Table::Holding, i, 1)).collect();
+        let requests = one_register_reads(3);
         let requests: Vec<&ReadRequest> = requests.iter().collect();
         let mut latencies = 0;
         let answers = pipeline
@@ -372,8 +378,7 @@ mod tests {
     /// A window of two: the third request goes out only when one of the first two is answered.
     #[tokio::test]
     async fn no_more_than_the_window_is_in_flight() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = device_listener().await;
         let device = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut frame = [0u8; 12];
@@ -391,7 +396,7 @@ mod tests {
             most
         });
         let mut pipeline = Pipeline::new(TcpStream::connect(addr).await.unwrap());
-        let requests: Vec<ReadRequest> = (0..4).map(|i| request(Table::Holding, i, 1)).collect();
+        let requests = one_register_reads(4);
         let requests: Vec<&ReadRequest> = requests.iter().collect();
         let answers = pipeline
             .read_all(1, &requests, 2, Duration::from_secs(2), |_| {})
@@ -403,8 +408,7 @@ mod tests {
 
     #[tokio::test]
     async fn silence_is_a_timeout() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = device_listener().await;
         let device = tokio::spawn(async move { listener.accept().await.unwrap() });
         let mut pipeline = Pipeline::new(TcpStream::connect(addr).await.unwrap());
         let one = request(Table::Input, 0, 1);
