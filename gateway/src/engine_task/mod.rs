@@ -18,7 +18,7 @@ use drivers::{FieldEvent, now_millis};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use commands::{Action, AlarmFilter, Command, OperateError, Target};
+pub use commands::{Action, AlarmFilter, Command, OpenAlarmCounts, OperateError, Target};
 pub use reload::ReloadSummary;
 pub use status::SiteStatus;
 pub use views::RiskView;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::outbox::Outbox;
 use crate::config::{MqttNotify, Site};
-use crate::engine_task::{AlarmFilter, Command};
+use crate::engine_task::Command;
 use crate::event::rfc3339;
 use crate::metrics::Metrics;
 
@@ -355,11 +355,7 @@ impl MqttSender {
     /// The status document: the worse of the site's assessed colour and what open alarms say.
     async fn status(&self, online: bool) -> Vec<u8> {
         let (tx, rx) = oneshot::channel();
-        let open = match self
-            .commands
-            .send(Command::Alarms(AlarmFilter::Open, tx))
-            .await
-        {
+        let open = match self.commands.send(Command::OpenAlarmCounts(tx)).await {
             Ok(()) => tokio::time::timeout(Duration::from_secs(2), rx)
                 .await
                 .ok()
@@ -380,23 +376,10 @@ impl MqttSender {
         }
         // One colour everywhere: the risk map's (docs/rules.md).
         doc["colour"] = json!(live.colour);
-        if let Some(open) = open {
-            let mut by_priority = [0u64; 4];
-            let mut unacked = 0;
-            for a in &open {
-                let rank = match a.priority {
-                    "critical" => 3,
-                    "high" => 2,
-                    "medium" => 1,
-                    _ => 0,
-                };
-                by_priority[rank] += 1;
-                if a.state.ends_with("unacked") {
-                    unacked += 1;
-                }
-            }
-            doc["open_alarms"] = json!(open.len());
-            doc["unacknowledged_alarms"] = json!(unacked);
+        if let Some(counts) = open {
+            let by_priority = counts.by_priority;
+            doc["open_alarms"] = json!(counts.open);
+            doc["unacknowledged_alarms"] = json!(counts.unacknowledged);
             doc["open_by_priority"] = json!({
                 "low": by_priority[0], "medium": by_priority[1], "high": by_priority[2], "critical": by_priority[3],
             });

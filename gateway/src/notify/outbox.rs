@@ -26,7 +26,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn open(data_dir: &Path, channel: String) -> Result<Outbox, store::StoreError> {
-        let conn = store::open_reader(data_dir)?;
+        let conn = store::open_bookkeeping(data_dir)?;
         Ok(Outbox {
             conn: Arc::new(Mutex::new(conn)),
             channel,
@@ -55,20 +55,19 @@ impl Outbox {
 
     pub async fn head(&self) -> rusqlite::Result<Option<Pending>> {
         self.with(|conn, channel| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT id, event_id, body, attempts, next_attempt_ms FROM outbox
                  WHERE channel = ?1 AND delivered_ms IS NULL ORDER BY id LIMIT 1",
-                params![channel],
-                |r| {
-                    Ok(Pending {
-                        id: r.get(0)?,
-                        event_id: r.get(1)?,
-                        body: r.get(2)?,
-                        attempts: r.get(3)?,
-                        next_attempt_ms: r.get(4)?,
-                    })
-                },
-            )
+            )?
+            .query_row(params![channel], |r| {
+                Ok(Pending {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    body: r.get(2)?,
+                    attempts: r.get(3)?,
+                    next_attempt_ms: r.get(4)?,
+                })
+            })
             .optional()
         })
         .await
@@ -78,24 +77,20 @@ impl Outbox {
     /// site status so that a hub can tell when a site's history was rewritten.
     pub async fn journal_head(&self) -> rusqlite::Result<(i64, String)> {
         self.with(|conn, _| {
-            conn.query_row(
-                "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map(|h| h.unwrap_or_else(|| (0, crate::store::GENESIS_HASH.to_owned())))
+            conn.prepare_cached("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map(|h| h.unwrap_or_else(|| (0, crate::store::GENESIS_HASH.to_owned())))
         })
         .await
     }
 
     pub async fn pending_count(&self) -> rusqlite::Result<u64> {
         self.with(|conn, channel| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT COUNT(*) FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL",
-                params![channel],
-                |r| r.get::<_, i64>(0),
-            )
+            )?
+            .query_row(params![channel], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
         })
         .await
@@ -103,10 +98,10 @@ impl Outbox {
 
     pub async fn delivered(&self, id: i64, at: Millis) -> rusqlite::Result<()> {
         self.with(move |conn, _| {
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE outbox SET delivered_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
-                params![id, at],
-            )
+            )?
+            .execute(params![id, at])
             .map(drop)
         })
         .await
@@ -119,9 +114,8 @@ impl Outbox {
         error: String,
     ) -> rusqlite::Result<()> {
         self.with(move |conn, _| {
-            conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE id = ?1",
-                params![id, next_attempt_ms, error],
+            conn.prepare_cached("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE id = ?1")?
+                .execute(params![id, next_attempt_ms, error],
             )
             .map(drop)
         })
@@ -131,9 +125,8 @@ impl Outbox {
     /// The newest stored reading's id (0 when there is none): where a readings window starts.
     pub async fn newest_reading(&self) -> rusqlite::Result<i64> {
         self.with(|conn, _| {
-            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM readings", [], |r| {
-                r.get(0)
-            })
+            conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM readings")?
+                .query_row([], |r| r.get(0))
         })
         .await
     }
@@ -142,10 +135,9 @@ impl Outbox {
     /// values, and the newest reading. Returns the summaries and the id to start after next.
     pub async fn readings_summary(&self, after: i64) -> rusqlite::Result<(Vec<PointSummary>, i64)> {
         self.with(move |conn, _| {
-            let upto: i64 =
-                conn.query_row("SELECT COALESCE(MAX(id), 0) FROM readings", [], |r| {
-                    r.get(0)
-                })?;
+            let upto: i64 = conn
+                .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM readings")?
+                .query_row([], |r| r.get(0))?;
             if upto <= after {
                 return Ok((Vec::new(), after));
             }

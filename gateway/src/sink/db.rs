@@ -28,7 +28,7 @@ pub struct SinkDb {
 impl SinkDb {
     /// Open the store for `sink`, creating its cursor (at the beginning) if it has none.
     pub fn open(data_dir: &Path, sink: &str) -> Result<SinkDb, store::StoreError> {
-        let conn = store::open_reader(data_dir)?;
+        let conn = store::open_bookkeeping(data_dir)?;
         let path = data_dir.join(store::DB_FILE);
         conn.execute(
             "INSERT OR IGNORE INTO sink_cursor (sink, last_rowid, updated_ms) VALUES (?1, 0, ?2)",
@@ -59,13 +59,10 @@ impl SinkDb {
 
     pub async fn cursor(&self) -> rusqlite::Result<i64> {
         self.with(|conn, sink| {
-            conn.query_row(
-                "SELECT last_rowid FROM sink_cursor WHERE sink = ?1",
-                params![sink],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(Option::unwrap_or_default)
+            conn.prepare_cached("SELECT last_rowid FROM sink_cursor WHERE sink = ?1")?
+                .query_row(params![sink], |r| r.get(0))
+                .optional()
+                .map(Option::unwrap_or_default)
         })
         .await
     }
@@ -104,9 +101,8 @@ impl SinkDb {
     /// The newest reading's id (0 when there is none).
     pub async fn newest(&self) -> rusqlite::Result<i64> {
         self.with(|conn, _| {
-            conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM readings", [], |r| {
-                r.get(0)
-            })
+            conn.prepare_cached("SELECT COALESCE(MAX(rowid), 0) FROM readings")?
+                .query_row([], |r| r.get(0))
         })
         .await
     }
@@ -114,9 +110,8 @@ impl SinkDb {
     /// The upstream accepted everything up to `to`.
     pub async fn advance(&self, to: i64) -> rusqlite::Result<()> {
         self.with(move |conn, sink| {
-            conn.execute(
-                "UPDATE sink_cursor SET last_rowid = MAX(last_rowid, ?2), updated_ms = ?3 WHERE sink = ?1",
-                params![sink, to, drivers::now_millis()],
+            conn.prepare_cached("UPDATE sink_cursor SET last_rowid = MAX(last_rowid, ?2), updated_ms = ?3 WHERE sink = ?1")?
+                .execute(params![sink, to, drivers::now_millis()],
             )
             .map(drop)
         })

@@ -81,6 +81,21 @@ fn open_plain(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Open a connection for bookkeeping that may be repeated but not lost: delivery marks of the
+/// outboxes and the cursors of upstream sinks. Their commits skip the fsync (synchronous =
+/// NORMAL, still crash-safe in WAL mode): a power cut may take back the last marks, and then
+/// a notification or a batch of readings is sent again, which receivers tell by its event id
+/// or its series and time. An fsync per delivered alarm was most of the notifiers' cost.
+pub fn open_bookkeeping(data_dir: &Path) -> Result<Connection, StoreError> {
+    let conn = open_reader(data_dir)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|source| StoreError::Sqlite {
+            path: data_dir.join(DB_FILE),
+            source,
+        })?;
+    Ok(conn)
+}
+
 /// Open a read-only connection (for the API and tools).
 pub fn open_reader(data_dir: &Path) -> Result<Connection, StoreError> {
     let path = data_dir.join(DB_FILE);
