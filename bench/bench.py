@@ -215,6 +215,10 @@ def sentinel_config(tag: str, D: int, R: int, iv_ms: int, units: int, data_dir: 
         "[upstream.influxdb]", f'url = "{VM}"', 'org = "edge"', 'bucket = "plant"', "",
         "[notify.mqtt]", f'broker = {{ host = "127.0.0.1", port = {MQTT_PORT} }}', "",
     ]
+    # Extra top-level TOML for comparisons off the defaults, e.g. "[engine]\nworker_threads = 2".
+    extra = os.environ.get("BENCH_SENTINEL_TOML", "").replace("\\n", "\n")
+    if extra:
+        out += [extra, ""]
     comm_loss = max(15, (2 * iv_ms + 999) // 1000)
     for d in range(D):
         for u in range(units):

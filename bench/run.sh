@@ -16,6 +16,7 @@
 #   MR_WINDOW=20 MR_WARMUP=8                 sweep window and warm-up, seconds
 #   BENCH_VM_PORT BENCH_MQTT_PORT BENCH_SIM_PORT BENCH_NR_PORT   fixed ports (else defaults, or free ones)
 #   BENCH_OUT=bench/out                      where everything goes
+#   BENCH_SENTINEL_TOML='[engine]\nworker_threads = 2'   extra TOML for Sentinel (comparisons off the defaults)
 # Result: $BENCH_OUT/results/<run id>.md (tables), <run id>.csv (one line per run), <tag>.json.
 set -euo pipefail
 cd "$(dirname "$0")"

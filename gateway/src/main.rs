@@ -97,7 +97,9 @@ fn main() -> ExitCode {
                 Ok(h) => h,
                 Err(errors) => return report_config_errors(&config, &errors),
             };
-            runtime_main(|shutdown| hub::run(hub, hub::HubOptions { ready_file }, shutdown))
+            runtime_main(None, |shutdown| {
+                hub::run(hub, hub::HubOptions { ready_file }, shutdown)
+            })
         }
         Commands::Journal {
             command: JournalCommand::Verify { config, data_dir },
@@ -108,7 +110,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(errors) => return report_config_errors(&config_path, &errors),
             };
-            runtime_main(|shutdown| {
+            runtime_main(Some(config.engine.worker_threads), |shutdown| {
                 run::run(
                     config,
                     run::RunOptions {
@@ -130,7 +132,7 @@ fn main() -> ExitCode {
                 eprintln!("error: --speed must be a positive number");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            runtime_main(|shutdown| {
+            runtime_main(Some(1), |shutdown| {
                 demo::demo(
                     demo::DemoOptions {
                         listen,
@@ -238,15 +240,17 @@ fn report_config_errors(path: &std::path::Path, errors: &config::ConfigErrors) -
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn runtime_main<F, Fut>(body: F) -> ExitCode
+/// Run `body` on a runtime with `workers` threads (`None`: one per core).
+fn runtime_main<F, Fut>(workers: Option<usize>, body: F) -> ExitCode
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

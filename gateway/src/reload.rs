@@ -51,6 +51,10 @@ pub fn prepare(path: &Path, running: &Config) -> Result<Config, String> {
             running.engine.channel_capacity != next.engine.channel_capacity,
         ),
         (
+            "engine.worker_threads",
+            running.engine.worker_threads != next.engine.worker_threads,
+        ),
+        (
             "notify",
             format!("{:?}", running.notify) != format!("{:?}", next.notify),
         ),

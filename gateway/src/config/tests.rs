@@ -322,3 +322,14 @@ fn a_large_file_that_does_not_fit_in_pieces_is_judged_whole() {
         "{e}"
     );
 }
+
+#[test]
+fn runtime_threads_default_to_one_and_are_bounded() {
+    assert_eq!(load(MINIMAL).unwrap().engine.worker_threads, 1);
+    let with = |n: usize| format!("{MINIMAL}\n[engine]\nworker_threads = {n}\n");
+    assert_eq!(load(&with(4)).unwrap().engine.worker_threads, 4);
+    for bad in [0, 65] {
+        let e = load(&with(bad)).unwrap_err();
+        assert_eq!(paths(&e), ["engine.worker_threads"], "{e}");
+    }
+}

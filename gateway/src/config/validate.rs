@@ -95,6 +95,9 @@ fn check_runtime(config: &Config, errors: &mut Vec<ConfigError>) {
     if config.engine.channel_capacity < 16 {
         errors.push(err("engine.channel_capacity", "must be at least 16"));
     }
+    if !(1..=64).contains(&config.engine.worker_threads) {
+        errors.push(err("engine.worker_threads", "must be within 1..=64"));
+    }
     if !(10..=5_000).contains(&config.engine.tick_ms) {
         errors.push(err("engine.tick_ms", "must be within 10..=5000"));
     }

@@ -30,6 +30,8 @@ use crate::store::{JournalEntry, StoreHandle, WriteBatch};
 
 /// Readings are handed to the store in batches of at most this many.
 const MAX_BATCH: usize = 4096;
+/// Driver messages taken from the field channel at once.
+const FIELD_RUN: usize = 256;
 /// At shutdown, how long the engine keeps draining events the drivers already sent.
 const DRAIN_AT_SHUTDOWN: Duration = Duration::from_secs(3);
 /// A difference between wall and monotonic time this large, between two ticks, is a step of the
@@ -114,17 +116,22 @@ impl EngineTask {
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut prune = tokio::time::interval(Duration::from_secs(3600));
         let mut status_every = tokio::time::interval(Duration::from_secs(1));
+        let mut inbox = Vec::with_capacity(FIELD_RUN);
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                msg = field.recv() => match msg {
-                    Some(msg) => {
-                        state.on_field(&mut engine, msg);
-                        if state.must_flush() && !state.flush(None).await { return; }
+                // Everything waiting, in one go: one pass of this loop per reading (15,000 a
+                // second at 300 x 50) cost more than judging them. Alarm events found in a run
+                // are handed to the store right after it.
+                n = field.recv_many(&mut inbox, FIELD_RUN) => {
+                    if n == 0 { break; }
+                    let now = state.clock(&mut engine);
+                    for msg in inbox.drain(..) {
+                        state.on_field(&mut engine, msg, now);
                     }
-                    None => break,
-                },
+                    if state.must_flush() && !state.flush(None).await { return; }
+                }
                 cmd = commands.recv() => if let Some(cmd) = cmd {
                     if !state.on_command(&mut engine, cmd).await { return; }
                 },
@@ -154,7 +161,8 @@ impl EngineTask {
         // Shutdown: take what the drivers already sent, then commit it all.
         let deadline = tokio::time::Instant::now() + DRAIN_AT_SHUTDOWN;
         while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, field.recv()).await {
-            state.on_field(&mut engine, msg);
+            let now = state.clock(&mut engine);
+            state.on_field(&mut engine, msg, now);
             if state.must_flush() && !state.flush(None).await {
                 return;
             }
@@ -210,8 +218,8 @@ impl State {
         now
     }
 
-    fn on_field(&mut self, engine: &mut Engine, msg: FieldEvent) {
-        let now = self.clock(engine);
+    /// One message from the drivers, judged at `now` (from [`State::clock`]).
+    fn on_field(&mut self, engine: &mut Engine, msg: FieldEvent, now: Millis) {
         match msg {
             FieldEvent::Reading(r) => {
                 self.metrics.readings_received.inc();

@@ -149,6 +149,9 @@ static INSERT_READINGS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     )
 });
 
+/// A commit that takes this long is logged: the disk, not the plant, is then what paces Sentinel.
+const SLOW_COMMIT: Duration = Duration::from_millis(250);
+
 /// How many queued batches are merged into one transaction at most.
 const MERGE_MAX: usize = 64;
 /// Commit attempts after shutdown began, before the writer gives up on a batch.
@@ -194,7 +197,13 @@ impl Writer {
             match self.commit(&batches) {
                 Ok(head) => {
                     self.setup.journal_head = head;
-                    metrics.store_commit_seconds.observe(started.elapsed());
+                    let took = started.elapsed();
+                    metrics.store_commit_seconds.observe(took);
+                    if took >= SLOW_COMMIT {
+                        // Readings queue up behind a slow disk; past the queues, the drivers wait.
+                        let readings: usize = batches.iter().map(|b| b.readings.len()).sum();
+                        tracing::warn!(took_ms = took.as_millis() as u64, readings, "A store commit was slow.");
+                    }
                     if attempt > 1 {
                         tracing::warn!(attempts = attempt, "Store write succeeded after retrying.");
                     }
