@@ -24,7 +24,7 @@ const BATCH: usize = 100_000;
 
 fn typical_point() -> PointRules {
     PointRules {
-        limits: Some(LimitRule {
+        limits: Some(Box::new(LimitRule {
             levels: vec![
                 LimitLevel {
                     level: Level::Low,
@@ -46,7 +46,7 @@ fn typical_point() -> PointRules {
             on_delay_ms: 2_000,
             off_delay_ms: 5_000,
             ..Default::default()
-        }),
+        })),
         fault: Some(FaultRule::default()),
         data_interruption: Some(DataInterruptionRule {
             after_ms: 60_000,
@@ -67,18 +67,18 @@ fn mixed() -> EngineConfig {
     let mut config = typical();
     for (i, p) in config.points.iter_mut().enumerate() {
         if i % 10 == 0 {
-            p.rate = Some(RateRule {
+            p.rate = Some(Box::new(RateRule {
                 max_rise_per_min: Some(500.0),
                 window_ms: 60_000,
                 ..Default::default()
-            });
+            }));
         }
         if i % 100 == 1 {
-            p.deviation = Some(DeviationRule {
+            p.deviation = Some(Box::new(DeviationRule {
                 other: PointId(i as u32 + 1),
                 max_difference: 60.0,
                 ..Default::default()
-            });
+            }));
         }
     }
     let resolve = |t: &str| {

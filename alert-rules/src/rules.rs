@@ -187,14 +187,16 @@ impl Default for DataInterruptionRule {
 pub struct PointRules {
     /// The device the point is read from, if any (for communication loss).
     pub device: Option<DeviceId>,
-    pub limits: Option<LimitRule>,
+    // Limits, rate and deviation are boxed: most points have few of them, and inline they made
+    // every point's rules several hundred bytes (megabytes in a large plant).
+    pub limits: Option<Box<LimitRule>>,
     /// Measuring range; needed for deadbands in percent of span.
     #[serde(default)]
     pub span: Option<Span>,
     #[serde(default)]
-    pub rate: Option<RateRule>,
+    pub rate: Option<Box<RateRule>>,
     #[serde(default)]
-    pub deviation: Option<DeviationRule>,
+    pub deviation: Option<Box<DeviationRule>>,
     #[serde(default)]
     pub fault: Option<FaultRule>,
     #[serde(default)]
@@ -586,7 +588,7 @@ mod tests {
         let c = EngineConfig {
             points: vec![PointRules {
                 device: Some(DeviceId(9)),
-                limits: Some(limits),
+                limits: Some(Box::new(limits)),
                 ..Default::default()
             }],
             ..Default::default()

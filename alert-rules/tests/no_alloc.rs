@@ -22,7 +22,7 @@ fn config() -> EngineConfig {
     let mut points = Vec::new();
     for i in 0..POINTS {
         let mut p = PointRules {
-            limits: Some(LimitRule {
+            limits: Some(Box::new(LimitRule {
                 levels: vec![
                     LimitLevel {
                         level: Level::Low,
@@ -44,7 +44,7 @@ fn config() -> EngineConfig {
                 on_delay_ms: 5_000,
                 off_delay_ms: 5_000,
                 ..Default::default()
-            }),
+            })),
             fault: Some(FaultRule::default()),
             data_interruption: Some(DataInterruptionRule {
                 after_ms: 60_000,
@@ -54,18 +54,18 @@ fn config() -> EngineConfig {
             ..Default::default()
         };
         if i % 10 == 0 {
-            p.rate = Some(RateRule {
+            p.rate = Some(Box::new(RateRule {
                 max_rise_per_min: Some(50.0),
                 window_ms: 60_000,
                 ..Default::default()
-            });
+            }));
         }
         if i % 100 == 1 {
-            p.deviation = Some(DeviationRule {
+            p.deviation = Some(Box::new(DeviationRule {
                 other: PointId(i + 1),
                 max_difference: 60.0,
                 ..Default::default()
-            });
+            }));
         }
         points.push(p);
     }

@@ -26,7 +26,7 @@ fn high_alarm_engine(deadband: f64, off_delay_ms: Millis) -> Engine {
     Engine::new(
         EngineConfig {
             points: vec![PointRules {
-                limits: Some(limits),
+                limits: Some(Box::new(limits)),
                 ..Default::default()
             }],
             ..Default::default()
@@ -146,7 +146,7 @@ proptest! {
     #[test]
     fn shelved_or_out_of_service_alarms_are_never_announced(ops in prop::collection::vec(op(), 1..120)) {
         let point = || PointRules {
-            limits: Some(LimitRule {
+            limits: Some(Box::new(LimitRule {
                 levels: vec![
                     LimitLevel { level: Level::High, setpoint: 50.0, priority: Priority::Medium },
                     LimitLevel { level: Level::HighHigh, setpoint: 80.0, priority: Priority::High },
@@ -155,7 +155,7 @@ proptest! {
                 on_delay_ms: 2_000,
                 realarm_ms: Some(60_000),
                 ..Default::default()
-            }),
+            })),
             fault: Some(FaultRule::default()),
             ..Default::default()
         };

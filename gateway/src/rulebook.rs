@@ -159,10 +159,10 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
                 });
         points.push(PointRules {
             device: plant.device_id(&p.device),
-            limits,
+            limits: limits.map(Box::new),
             span,
-            rate,
-            deviation,
+            rate: rate.map(Box::new),
+            deviation: deviation.map(Box::new),
             fault,
             data_interruption: p.data_interruption_after_ms.map(|ms| DataInterruptionRule {
                 after_ms: ms as i64,

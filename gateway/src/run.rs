@@ -23,8 +23,10 @@ use crate::store::{self, WriterSetup};
 
 /// How long notifiers may keep delivering after the engine stopped.
 const NOTIFY_GRACE: Duration = Duration::from_secs(5);
-/// Capacity of the queue from the engine to the store writer, in batches.
-const STORE_QUEUE: usize = 64;
+/// Capacity of the queue from the engine to the store writer, in batches. The readings in it
+/// have a bound of their own (store::QUEUED_READINGS); this one holds back alarm storms, whose
+/// batches are small because every alarm event is handed over at once.
+const STORE_QUEUE: usize = 1024;
 
 #[derive(Debug, Default, Clone)]
 pub struct RunOptions {

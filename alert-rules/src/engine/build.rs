@@ -360,6 +360,9 @@ pub(super) fn build(config: Arc<EngineConfig>, next_id: AlarmId) -> Engine {
         }
     }
     let deps = edges.into_iter().map(|(_, d)| d).collect();
+    // Grown by doubling; a large plant's engine lives for years with whatever was left over.
+    slots.shrink_to_fit();
+    rates.shrink_to_fit();
     let slot_of: HashMap<AlarmSource, u32> = slots
         .iter()
         .enumerate()

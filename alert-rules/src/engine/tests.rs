@@ -32,7 +32,7 @@ fn limits(levels: &[(Level, f64)], deadband: f64) -> LimitRule {
 
 fn with_limits(rule: LimitRule) -> PointRules {
     PointRules {
-        limits: Some(rule),
+        limits: Some(Box::new(rule)),
         ..Default::default()
     }
 }
@@ -576,7 +576,7 @@ fn rate_of_change() {
         ..Default::default()
     };
     let mut e = engine(vec![PointRules {
-        rate: Some(rate),
+        rate: Some(Box::new(rate)),
         ..Default::default()
     }]);
     // 5 units a minute: fine.
@@ -623,7 +623,7 @@ fn rate_of_fall() {
         ..Default::default()
     };
     let mut e = engine(vec![PointRules {
-        rate: Some(rate),
+        rate: Some(Box::new(rate)),
         ..Default::default()
     }]);
     let mut events = Vec::new();
@@ -644,7 +644,7 @@ fn deviation_between_redundant_sensors() {
     };
     let mut e = engine(vec![
         PointRules {
-            deviation: Some(dev),
+            deviation: Some(Box::new(dev)),
             ..Default::default()
         },
         PointRules::default(),

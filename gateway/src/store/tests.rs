@@ -514,3 +514,53 @@ async fn a_late_reading_joins_its_hour_already_compacted() {
     assert_eq!(got[2].ts_ms, T0 + 1500);
     assert_eq!(got[2].value, Some(42.5));
 }
+
+#[tokio::test]
+async fn the_writer_queue_is_bounded_in_readings_and_gives_the_room_back() {
+    use super::writer::QUEUED_READINGS;
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open_writer(dir.path()).unwrap();
+    let ids = point_ids(&conn, &["A", "B", "C"]).unwrap();
+    let (setup, metrics) = setup(conn, ids, u64::MAX);
+    let (handle, thread) = spawn_writer(setup, 1024);
+    // One batch larger than the whole room, then many that together are several rooms: none
+    // waits for ever, and every reading lands.
+    let big = readings(3, (QUEUED_READINGS / 3 + 100) as i64, T0, 1_000);
+    let mut total = big.len();
+    handle
+        .write(WriteBatch {
+            readings: big,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    for i in 0..40 {
+        let batch = readings(3, 2_000, T0 + (i + 1) * DAY_MS, 1_000);
+        total += batch.len();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            handle.write(WriteBatch {
+                readings: batch,
+                ..WriteBatch::default()
+            }),
+        )
+        .await
+        .expect("the writer gives room back after each commit")
+        .unwrap();
+    }
+    let (done, committed) = tokio::sync::oneshot::channel();
+    handle
+        .write(WriteBatch {
+            done: Some(done),
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    committed.await.unwrap();
+    assert_eq!(metrics.readings_stored.get(), total as u64);
+    assert_eq!(handle.room_for_readings(), QUEUED_READINGS);
+    drop(handle);
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+}
