@@ -191,6 +191,21 @@ def stop(proc: subprocess.Popen | None, name: str, grace: float = 15.0) -> None:
         pass
 
 
+def stop_wrapped(wrapper: subprocess.Popen, child_pid: int | None) -> None:
+    """With --wrap the peer is the wrapper's child: a wrapper that is a shell script (heaptrack)
+    does not pass SIGTERM on, and the peer went on polling the simulator in later runs."""
+    if child_pid is None or child_pid == wrapper.pid:
+        return
+    try:
+        os.kill(child_pid, signal.SIGTERM)
+    except OSError:
+        return
+    for _ in range(300):
+        if not os.path.exists(f"/proc/{child_pid}"):
+            return
+        time.sleep(0.1)
+
+
 def spawn(name: str, cmd: list[str], cwd: str, env: dict | None = None, log_name: str = "") -> subprocess.Popen:
     log = open(os.path.join(OUT, "logs", (log_name or name) + ".log"), "w")
     p = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -337,6 +352,7 @@ def main() -> None:
         alarm_topic = "alarms/#"
 
     sim = sub = peer = None
+    peer_pid = None
     behind = False
     result: dict = {"tag": tag, "peer": a.peer, "D": D, "R": R, "units": U, "interval_ms": iv_ms,
                     "warmup_s": a.warmup, "window_s": a.window, "drain_s": a.drain, "label": a.label}
@@ -475,6 +491,7 @@ def main() -> None:
             gaps += [(ts[i + 1] - ts[i]) for i in range(len(ts) - 1)]
         gaps.sort()
         hwm = max(hwm, status_kb(peer_pid, "VmHWM"))
+        stop_wrapped(peer, peer_pid)
         stop(peer, "peer", 30)
         if a.peer.startswith("python"):
             try:
@@ -554,6 +571,8 @@ def main() -> None:
         if a.fail_if_behind and not result["keeps_up"]:
             behind = True
     finally:
+        if peer is not None:
+            stop_wrapped(peer, peer_pid)
         stop(peer, "peer", 30)
         stop(sub, "sub", 5)
         stop(sim, "sim")
