@@ -156,6 +156,14 @@ struct Writer {
     room: Arc<Semaphore>,
 }
 
+impl Drop for Writer {
+    /// A writer that stopped (or panicked) gives no room back: close it, so that a waiting
+    /// [`StoreHandle::write`] ends with [`WriterGone`] instead of waiting for ever.
+    fn drop(&mut self) {
+        self.room.close();
+    }
+}
+
 /// The compaction pass begun at the last hourly tick, run a step at a time between commits, so
 /// that a large plant's hour of readings never holds up the engine (and so the drivers) for the
 /// seconds a full pass takes.
