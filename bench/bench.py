@@ -191,6 +191,23 @@ def stop(proc: subprocess.Popen | None, name: str, grace: float = 15.0) -> None:
         pass
 
 
+def wrapped_sentinel(root: int) -> int | None:
+    """The Sentinel process under a --wrap wrapper: the first descendant (breadth first) whose
+    command line runs `sentinel run`. A shell-script wrapper (heaptrack) puts helpers between."""
+    queue = [root]
+    while queue:
+        pid = queue.pop(0)
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            if pid != root and cmd and cmd[0].endswith(b"sentinel") and b"run" in cmd[1:2]:
+                return pid
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                queue += [int(k) for k in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def stop_wrapped(wrapper: subprocess.Popen, child_pid: int | None) -> None:
     """With --wrap the peer is the wrapper's child: a wrapper that is a shell script (heaptrack)
     does not pass SIGTERM on, and the peer went on polling the simulator in later runs."""
@@ -421,12 +438,8 @@ def main() -> None:
         if peer.poll() is not None:
             raise SystemExit(f"peer exited early rc={peer.returncode}, see {OUT}/logs/peer.log")
         peer_pid = peer.pid
-        if a.wrap:  # measure the wrapped process (perf's child), not the wrapper
-            try:
-                kids = open(f"/proc/{peer.pid}/task/{peer.pid}/children").read().split()
-                peer_pid = int(kids[0]) if kids else peer.pid
-            except OSError:
-                pass
+        if a.wrap:  # measure the wrapped process (the wrapper's descendant), not the wrapper
+            peer_pid = wrapped_sentinel(peer.pid) or peer.pid
 
         pids = {"peer": peer_pid, "sim": sim_pid, "vm": vm_pid, "mosquitto": mq_pid}
         c0 = {k: cpu_ticks(v) for k, v in pids.items() if v}

@@ -177,6 +177,11 @@ impl ReadPlan {
             }
         }
         plan.rejected.sort_by_key(|r| r.id);
+        // Grown by doubling while packing; a plan lives as long as its device is polled.
+        for request in &mut plan.requests {
+            request.points.shrink_to_fit();
+        }
+        plan.requests.shrink_to_fit();
         plan
     }
 

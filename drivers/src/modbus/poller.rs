@@ -33,7 +33,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alert_rules::{Millis, PointId, Quality, QualityClass, Reading};
+use alert_rules::{DeviceId, Millis, PointId, Quality, QualityClass, Reading};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
@@ -135,7 +135,13 @@ pub async fn run_device(
     metrics: Arc<DeviceMetrics>,
     shutdown: CancellationToken,
 ) {
-    run_link(Link::single(settings), out, vec![metrics], shutdown).await;
+    run_link(
+        Arc::new(Link::single(settings)),
+        out,
+        vec![metrics],
+        shutdown,
+    )
+    .await;
 }
 
 /// Polls every unit of `link` until `shutdown` is cancelled or the receiver of `out` is
@@ -143,8 +149,10 @@ pub async fn run_device(
 ///
 /// Never returns an error: every failure of the devices or the network becomes a reading
 /// quality, a [`FieldEvent::DeviceStatus`], a counter and a (rate-limited) log line.
+/// The link is shared, not copied, with the supervisor that restarts it: a device's point list
+/// is kilobytes, and a large plant has hundreds of links.
 pub async fn run_link(
-    link: Link,
+    link: Arc<Link>,
     out: Sender<FieldEvent>,
     metrics: Vec<Arc<DeviceMetrics>>,
     shutdown: CancellationToken,
@@ -163,7 +171,7 @@ pub async fn run_link(
                     .into_iter()
                     .chain(std::iter::repeat_with(Default::default)),
             )
-            .map(|(settings, metrics)| Unit::new(settings.clone(), metrics))
+            .map(|(settings, metrics)| Unit::new(settings, metrics))
             .collect();
         // A link of one unit already runs in that unit's span (see `link_span`): a second,
         // identical span would only print the device twice and cost an enter per poll.
@@ -202,7 +210,8 @@ pub fn spawn_link_supervised(
     let span = link_span(&link);
     let probe = out.clone();
     let (m, s) = (metrics.clone(), shutdown.clone());
-    let start = move || run_link(link.clone(), out.clone(), m.clone(), s.clone());
+    let link = Arc::new(link);
+    let start = move || run_link(Arc::clone(&link), out.clone(), m.clone(), s.clone());
     tokio::spawn(supervise(start, move || probe.is_closed(), metrics, shutdown).instrument(span))
 }
 
@@ -546,7 +555,10 @@ fn open_serial(line: &SerialLine) -> Result<tokio_serial::SerialStream, tokio_se
 
 /// One unit on a link: its plan, schedule and what it remembers between cycles.
 struct Unit {
-    settings: DeviceSettings,
+    /// What the unit needs of its settings once its plan is built.
+    id: DeviceId,
+    unit_id: u8,
+    timeout: Duration,
     plan: ReadPlan,
     metrics: Arc<DeviceMetrics>,
     span: tracing::Span,
@@ -569,8 +581,8 @@ struct Unit {
 }
 
 impl Unit {
-    fn new(settings: DeviceSettings, metrics: Arc<DeviceMetrics>) -> Self {
-        let plan = ReadPlan::for_device(&settings);
+    fn new(settings: &DeviceSettings, metrics: Arc<DeviceMetrics>) -> Self {
+        let plan = ReadPlan::for_device(settings);
         let period = settings.poll_interval.max(MIN_POLL_INTERVAL);
         let spans = settings
             .points
@@ -578,7 +590,7 @@ impl Unit {
             .filter_map(|p| p.span.map(|s| (p.id, s)))
             .collect();
         Self {
-            span: device_span(&settings),
+            span: device_span(settings),
             exceptions: vec![Streak::default(); plan.requests.len()],
             short: vec![Streak::default(); plan.requests.len()],
             silence: Backoff::new(period, SILENT_UNIT_CAP.max(period)),
@@ -591,7 +603,9 @@ impl Unit {
             period,
             plan,
             metrics,
-            settings,
+            id: settings.id,
+            unit_id: settings.unit_id,
+            timeout: settings.timeout,
         }
     }
 
@@ -658,7 +672,7 @@ impl Unit {
             info!(down_for = ?down_for, "Device answers again.");
         }
         io.send(FieldEvent::DeviceStatus {
-            device: self.settings.id,
+            device: self.id,
             ok: true,
             at: time,
         })
@@ -690,10 +704,10 @@ impl Unit {
         let metrics = &self.metrics;
         let answers = pipeline
             .read_all(
-                self.settings.unit_id,
+                self.unit_id,
                 &requests,
                 usize::from(self.in_flight),
-                self.settings.timeout,
+                self.timeout,
                 |latency| metrics.observe_latency(latency),
             )
             .await;
@@ -718,7 +732,7 @@ impl Unit {
         gap: Duration,
         last_frame: &mut Option<tokio::time::Instant>,
     ) -> Result<Vec<(usize, Answer)>, Failure> {
-        ctx.set_slave(Slave(self.settings.unit_id));
+        ctx.set_slave(Slave(self.unit_id));
         let mut answers: Vec<(usize, Answer)> = Vec::new();
         for (index, request) in self.plan.requests.iter().enumerate() {
             if !self.due(request) {
@@ -730,7 +744,7 @@ impl Unit {
                 tokio::time::sleep_until(at + gap).await;
             }
             let started = Instant::now();
-            let outcome = tokio::time::timeout(self.settings.timeout, read(ctx, request)).await;
+            let outcome = tokio::time::timeout(self.timeout, read(ctx, request)).await;
             *last_frame = Some(tokio::time::Instant::now());
             match outcome {
                 Ok(Ok(answer)) => {
@@ -738,7 +752,7 @@ impl Unit {
                     answers.push((index, answer));
                 }
                 Ok(Err(failure)) => return Err(failure),
-                Err(_elapsed) => return Err(Failure::Timeout(self.settings.timeout)),
+                Err(_elapsed) => return Err(Failure::Timeout(self.timeout)),
             }
         }
         Ok(answers)
@@ -885,7 +899,7 @@ impl Unit {
             self.emit(io, id, f64::NAN, Quality::CommLost, time).await?;
         }
         io.send(FieldEvent::DeviceStatus {
-            device: self.settings.id,
+            device: self.id,
             ok: false,
             at: time,
         })

@@ -10,7 +10,7 @@ use crate::plant::Plant;
 
 /// The series key of one stored point, escaped once and reused for every line.
 #[derive(Debug, Clone)]
-pub struct SeriesKey(String);
+pub struct SeriesKey(Box<str>);
 
 impl SeriesKey {
     pub fn new(measurement: &str, tags: &[(&str, &str)]) -> SeriesKey {
@@ -25,7 +25,8 @@ impl SeriesKey {
             key.push('=');
             escape_into(&mut key, v, &[',', ' ', '=']);
         }
-        SeriesKey(key)
+        // Boxed: one key per point is kept for the life of the sink, without spare capacity.
+        SeriesKey(key.into_boxed_str())
     }
 
     pub fn as_str(&self) -> &str {
