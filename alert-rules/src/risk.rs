@@ -14,8 +14,6 @@
 //!
 //! Fed with alarm events (or, after a restart, the engine's open alarms) and `now`.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::{Alarm, AlarmEvent, AlarmId, AlarmSource, AlarmState, ConditionId, Priority};
@@ -290,33 +288,69 @@ pub struct ColourChange {
 #[derive(Debug, Clone)]
 pub struct RiskMap {
     units: Vec<RiskUnit>,
-    by_point: HashMap<PointId, Vec<u32>>,
-    by_condition: HashMap<ConditionId, Vec<u32>>,
-    by_device: HashMap<DeviceId, Vec<u32>>,
+    by_point: UnitsOf,
+    by_condition: UnitsOf,
+    by_device: UnitsOf,
     site: Colour,
+}
+
+/// The risk units each point (or condition, or device) belongs to, by its number: those of
+/// number `i` are `units[start[i]..start[i + 1]]`. Packed rather than a map of vectors: a
+/// plant's default unit holds every point, and a map entry with a vector of its own cost about
+/// 100 bytes a point.
+#[derive(Debug, Clone, Default)]
+struct UnitsOf {
+    start: Vec<u32>,
+    units: Vec<u32>,
+}
+
+impl UnitsOf {
+    /// From `(number, unit)` pairs; a unit that lists a member twice holds it once.
+    fn new(mut pairs: Vec<(u32, u32)>) -> UnitsOf {
+        pairs.sort_unstable();
+        pairs.dedup();
+        let len = pairs.last().map_or(0, |&(id, _)| id as usize + 1);
+        let mut start = vec![0u32; len + 1];
+        for &(id, _) in &pairs {
+            start[id as usize + 1] += 1;
+        }
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
+        }
+        UnitsOf {
+            start,
+            units: pairs.into_iter().map(|(_, unit)| unit).collect(),
+        }
+    }
+
+    fn get(&self, id: u32) -> &[u32] {
+        let i = id as usize;
+        match (self.start.get(i), self.start.get(i + 1)) {
+            (Some(&from), Some(&to)) => &self.units[from as usize..to as usize],
+            _ => &[],
+        }
+    }
 }
 
 impl RiskMap {
     pub fn new(config: &[RiskUnitConfig]) -> RiskMap {
+        let pairs = |ids: fn(&RiskUnitConfig) -> Vec<u32>| {
+            let mut pairs = Vec::new();
+            for (i, u) in config.iter().enumerate() {
+                pairs.extend(ids(u).into_iter().map(|id| (id, i as u32)));
+            }
+            UnitsOf::new(pairs)
+        };
         let mut map = RiskMap {
-            units: Vec::with_capacity(config.len()),
-            by_point: HashMap::new(),
-            by_condition: HashMap::new(),
-            by_device: HashMap::new(),
+            units: config
+                .iter()
+                .map(|u| RiskUnit::new(u.static_colour, u.hold_ms))
+                .collect(),
+            by_point: pairs(|u| u.points.iter().map(|p| p.0).collect()),
+            by_condition: pairs(|u| u.conditions.iter().map(|c| c.0).collect()),
+            by_device: pairs(|u| u.devices.iter().map(|d| d.0).collect()),
             site: Colour::Blue,
         };
-        for (i, u) in config.iter().enumerate() {
-            map.units.push(RiskUnit::new(u.static_colour, u.hold_ms));
-            for p in &u.points {
-                map.by_point.entry(*p).or_default().push(i as u32);
-            }
-            for c in &u.conditions {
-                map.by_condition.entry(*c).or_default().push(i as u32);
-            }
-            for d in &u.devices {
-                map.by_device.entry(*d).or_default().push(i as u32);
-            }
-        }
         map.site = map.worst();
         map
     }
@@ -328,12 +362,15 @@ impl RiskMap {
     /// Take an alarm's state into account (after a restart, call this for each open alarm).
     pub fn on_alarm(&mut self, alarm: &Alarm, now: Millis, out: &mut Vec<ColourChange>) {
         let units = match alarm.source {
-            s if s.point().is_some() => s.point().and_then(|p| self.by_point.get(&p)),
-            AlarmSource::Condition { condition } => self.by_condition.get(&condition),
-            AlarmSource::CommLoss { device } => self.by_device.get(&device),
+            s if s.point().is_some() => s.point().map(|p| self.by_point.get(p.0)),
+            AlarmSource::Condition { condition } => Some(self.by_condition.get(condition.0)),
+            AlarmSource::CommLoss { device } => Some(self.by_device.get(device.0)),
             _ => None,
         };
-        let Some(units) = units else { return };
+        // An alarm outside every unit changes no colour.
+        let Some(units) = units.filter(|u| !u.is_empty()) else {
+            return;
+        };
         for &u in units {
             if let Some((from, to)) = self.units[u as usize].on_alarm(alarm, now) {
                 out.push(ColourChange {
@@ -404,6 +441,19 @@ impl RiskMap {
 mod tests {
     use super::*;
     use crate::alarm::Level;
+
+    #[test]
+    fn units_of_a_number_are_found_packed() {
+        // point 0 in units 0 and 2, point 3 in unit 1 (listed twice), points 1 and 2 in none
+        let of = UnitsOf::new(vec![(3, 1), (0, 2), (0, 0), (3, 1)]);
+        assert_eq!(of.get(0), &[0, 2]);
+        assert_eq!(of.get(1), &[] as &[u32]);
+        assert_eq!(of.get(2), &[] as &[u32]);
+        assert_eq!(of.get(3), &[1]);
+        assert_eq!(of.get(4), &[] as &[u32]);
+        assert_eq!(of.get(u32::MAX), &[] as &[u32]);
+        assert_eq!(UnitsOf::new(Vec::new()).get(0), &[] as &[u32]);
+    }
 
     fn alarm(
         id: AlarmId,

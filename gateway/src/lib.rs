@@ -9,6 +9,7 @@ pub mod event;
 pub mod field;
 pub mod hub;
 pub mod journal;
+pub mod malloc_arenas;
 pub mod metrics;
 pub mod modes;
 pub mod notify;

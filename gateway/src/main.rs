@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use sentinel_gateway::{config, demo, hub, journal, plant, run, store};
+use sentinel_gateway::{config, demo, hub, journal, malloc_arenas, plant, run, store};
 
 /// Exit code for an invalid configuration (EX_USAGE... EX_DATAERR in sysexits: 64 is EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -89,7 +89,16 @@ enum JournalCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemons first, before any thread starts: one glibc heap (see `malloc_arenas`).
+    let daemon = matches!(
+        cli.command,
+        Commands::Run { .. } | Commands::Hub { .. } | Commands::Demo { .. }
+    );
+    let arenas_problem = if daemon { malloc_arenas::limit() } else { None };
     init_logging();
+    if let Some(problem) = arenas_problem {
+        tracing::warn!("{problem}");
+    }
     match cli.command {
         Commands::Check { config, explain } => check(&config, explain),
         Commands::Hub { config, ready_file } => {

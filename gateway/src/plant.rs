@@ -18,7 +18,9 @@ pub struct Plant {
     pub devices: Vec<Device>,
     pub conditions: Vec<crate::config::ConditionConfig>,
     pub risk_units: Vec<crate::config::RiskUnitSettings>,
-    tags: HashMap<String, PointId>,
+    /// The points' indices in the order of their tags, to find a point by tag. A sorted index
+    /// rather than a map of copied tags: 4 bytes a point instead of about 100.
+    by_tag: Vec<u32>,
     device_ids: HashMap<String, DeviceId>,
     /// The rules as the engine takes them, built once.
     rules: Option<crate::rulebook::Rulebook>,
@@ -27,12 +29,12 @@ pub struct Plant {
 impl Plant {
     /// Build from a validated configuration.
     pub fn new(config: &Config) -> Plant {
-        let tags = config
-            .points
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.tag.clone(), PointId(i as u32)))
-            .collect();
+        let mut by_tag: Vec<u32> = (0..config.points.len() as u32).collect();
+        by_tag.sort_unstable_by(|&a, &b| {
+            config.points[a as usize]
+                .tag
+                .cmp(&config.points[b as usize].tag)
+        });
         let device_ids = config
             .devices
             .iter()
@@ -45,7 +47,7 @@ impl Plant {
             devices: config.devices.clone(),
             conditions: config.conditions.clone(),
             risk_units: config.risk_units.clone(),
-            tags,
+            by_tag,
             device_ids,
             rules: None,
         };
@@ -76,7 +78,12 @@ impl Plant {
     }
 
     pub fn point_id(&self, tag: &str) -> Option<PointId> {
-        self.tags.get(tag).copied()
+        // Validation keeps tags unique; with a duplicate (an unchecked file), one of them.
+        let i = self
+            .by_tag
+            .binary_search_by(|&i| self.points[i as usize].tag.as_str().cmp(tag))
+            .ok()?;
+        Some(PointId(self.by_tag[i]))
     }
 
     pub fn device_id(&self, name: &str) -> Option<DeviceId> {

@@ -1,10 +1,10 @@
-//! Modbus TCP with several requests in flight on one connection.
+//! Modbus TCP: one request in flight on a connection by default, or several.
 //!
 //! The MBAP header of Modbus TCP carries a transaction id so that a client may send a request
 //! before the previous one is answered, and match the answers by id (Modbus Messaging on
 //! TCP/IP Implementation Guide, 4.2 and 4.4.1). Many small devices serve one request at a time
 //! and some drop the connection when a second one arrives, so this is opt-in per device
-//! (`max_in_flight`); by default a link uses tokio-modbus with one request in flight.
+//! (`max_in_flight`); by default one request is in flight at a time.
 //!
 //! Where it is allowed, it turns a unit's turn of N small reads into one `write` of up to
 //! `window` frames and a few `read`s of the answers, instead of N round trips each with two
@@ -46,13 +46,17 @@ struct Frame<'a> {
 }
 
 impl Pipeline {
-    pub(super) fn new(stream: TcpStream) -> Self {
+    /// `window`: the most requests the connection will have in flight. The inbox holds that
+    /// many of the largest answers (up to 64), so one `read` can take them all; a smaller one
+    /// would still work, a frame at a time.
+    pub(super) fn new(stream: TcpStream, window: usize) -> Self {
+        let frames = window.clamp(1, 64);
         Self {
             stream,
             next_tid: 1,
-            inbox: vec![0; 16 * 1024],
+            inbox: vec![0; frames * MAX_FRAME],
             filled: 0,
-            outbox: Vec::with_capacity(1024),
+            outbox: Vec::with_capacity(frames * 12),
         }
     }
 
@@ -355,7 +359,7 @@ mod tests {
             stream.write_all(&out).await.unwrap();
             stream
         });
-        let mut pipeline = Pipeline::new(TcpStream::connect(addr).await.unwrap());
+        let mut pipeline = Pipeline::new(TcpStream::connect(addr).await.unwrap(), 8);
         let requests = one_register_reads(3);
         let requests: Vec<&ReadRequest> = requests.iter().collect();
         let mut latencies = 0;
@@ -395,7 +399,7 @@ mod tests {
             }
             most
         });
-        let mut pipeline = Pipeline::new(TcpStream::connect(addr).await.unwrap());
+        let mut pipeline = Pipeline::new(TcpStream::connect(addr).await.unwrap(), 2);
         let requests = one_register_reads(4);
         let requests: Vec<&ReadRequest> = requests.iter().collect();
         let answers = pipeline
@@ -406,11 +410,53 @@ mod tests {
         assert_eq!(device.await.unwrap(), 2);
     }
 
+    /// One in flight (the default), so room for one largest answer: a late answer to an
+    /// earlier turn arriving with the awaited one, both as large as frames get, is dropped and
+    /// the awaited one read whole, a frame at a time.
+    #[tokio::test]
+    async fn one_in_flight_reads_largest_answers_behind_a_stray_one() {
+        let (listener, addr) = device_listener().await;
+        let answer = |tid: [u8; 2], fill: u8| {
+            let mut frame = vec![tid[0], tid[1], 0, 0, 0, 253, 1, 3, 250];
+            frame.extend(std::iter::repeat_n(fill, 250));
+            frame
+        };
+        let device = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 12];
+            for turn in 0..2u8 {
+                stream.read_exact(&mut request).await.unwrap();
+                let mut out = Vec::new();
+                if turn == 0 {
+                    out.extend(answer([0x7F, 0x7F], 0xEE));
+                }
+                out.extend(answer([request[0], request[1]], turn));
+                stream.write_all(&out).await.unwrap();
+            }
+            stream
+        });
+        let mut pipeline = Pipeline::new(TcpStream::connect(addr).await.unwrap(), 1);
+        assert_eq!(pipeline.inbox.len(), MAX_FRAME);
+        let large = request(Table::Holding, 0, 125);
+        let answers = pipeline
+            .read_all(1, &[&large, &large], 1, Duration::from_secs(2), |_| {})
+            .await
+            .unwrap();
+        for (turn, a) in answers.iter().enumerate() {
+            let fill = u16::from_be_bytes([turn as u8, turn as u8]);
+            assert!(
+                matches!(a, Answer::Words(w) if w.len() == 125 && w.iter().all(|&v| v == fill))
+            );
+        }
+        assert_eq!(answers.len(), 2);
+        drop(device.await.unwrap());
+    }
+
     #[tokio::test]
     async fn silence_is_a_timeout() {
         let (listener, addr) = device_listener().await;
         let device = tokio::spawn(async move { listener.accept().await.unwrap() });
-        let mut pipeline = Pipeline::new(TcpStream::connect(addr).await.unwrap());
+        let mut pipeline = Pipeline::new(TcpStream::connect(addr).await.unwrap(), 4);
         let one = request(Table::Input, 0, 1);
         let outcome = pipeline
             .read_all(1, &[&one, &one], 4, Duration::from_millis(100), |_| {})

@@ -13,8 +13,9 @@
 //! | transport error, garbled    | all the unit's   | `CommLost`        | dropped, backoff, new       |
 //! | pipelined turn stalls       | all the unit's   | `CommLost`        | dropped, backoff, new       |
 //!
-//! A Modbus TCP unit with `max_in_flight` above 1 has its turn's requests pipelined (see
-//! `pipeline`). If it answers some and then stalls with several waiting, it is a device that
+//! Modbus TCP is framed by `pipeline`, RTU (on a serial line or through a serial server) by
+//! tokio-modbus. A Modbus TCP unit with `max_in_flight` above 1 has its turn's requests
+//! pipelined; by default one is in flight at a time. If a pipelined unit answers some and then stalls with several waiting, it is a device that
 //! serves one request at a time: it is logged at ERROR and read one at a time from then on.
 //!
 //! A timeout drops the connection when the unit is alone on its link, or when no unit has
@@ -391,7 +392,7 @@ async fn poll_link(
         Duration::ZERO
     };
     let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
-    let pipelined = link.in_flight() > 1;
+    let in_flight = link.in_flight();
     let mut connection: Option<Connection> = None;
     let mut ever_connected = false;
     // Whether any unit answered since the link's last timeout (see the module doc).
@@ -412,7 +413,7 @@ async fn poll_link(
     loop {
         if connection.is_none() {
             let timeout = link.connect_timeout();
-            let attempt = tokio::time::timeout(timeout, connect(&link.endpoint, pipelined));
+            let attempt = tokio::time::timeout(timeout, connect(&link.endpoint, in_flight));
             match io.until_shutdown(attempt).await? {
                 Ok(Ok(ctx)) => {
                     for unit in units.iter() {
@@ -496,22 +497,25 @@ async fn poll_link(
 
 /// A link's open connection or port.
 enum Connection {
-    /// tokio-modbus, one request in flight: RTU always, Modbus TCP by default.
+    /// RTU, on a serial line or through a serial server: tokio-modbus.
     Framed(Context),
-    /// Modbus TCP with several requests in flight (see [`super::pipeline`]).
+    /// Modbus TCP, one or more requests in flight (see [`super::pipeline`]).
     Pipelined(Pipeline),
 }
 
 /// Opens the connection or the serial port. The unit id is set per request.
-async fn connect(endpoint: &Endpoint, pipelined: bool) -> Result<Connection, Failure> {
+async fn connect(endpoint: &Endpoint, in_flight: u16) -> Result<Connection, Failure> {
     let slave = Slave(1);
     let framed = match endpoint {
+        // Our own framing, with or without pipelining: its buffers are sized to the answers
+        // that may be waiting (0.3 KB with one in flight), where tokio-modbus's framing keeps
+        // 16 KB per connection: 4.7 MB on a 300-device plant.
         Endpoint::Tcp { host, port } => {
             let stream = tcp_stream(host, *port).await.map_err(Failure::Connect)?;
-            if pipelined {
-                return Ok(Connection::Pipelined(Pipeline::new(stream)));
-            }
-            tokio_modbus::client::tcp::attach_slave(stream, slave)
+            return Ok(Connection::Pipelined(Pipeline::new(
+                stream,
+                usize::from(in_flight),
+            )));
         }
         Endpoint::RtuOverTcp { host, port } => {
             let stream = tcp_stream(host, *port).await.map_err(Failure::Connect)?;
