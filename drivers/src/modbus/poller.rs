@@ -15,8 +15,9 @@
 //!
 //! Modbus TCP is framed by `pipeline`, RTU (on a serial line or through a serial server) by
 //! tokio-modbus. A Modbus TCP unit with `max_in_flight` above 1 has its turn's requests
-//! pipelined; by default one is in flight at a time. If a pipelined unit answers some and then stalls with several waiting, it is a device that
-//! serves one request at a time: it is logged at ERROR and read one at a time from then on.
+//! pipelined; by default one is in flight at a time. If a pipelined unit answers some and then
+//! stalls with several waiting, it is a device that serves one request at a time: it is logged
+//! at ERROR and read one at a time from then on.
 //!
 //! A timeout drops the connection when the unit is alone on its link, or when no unit has
 //! answered since the link's previous timeout (two timeouts in a row: the gateway itself is
