@@ -334,21 +334,21 @@ impl UnitsOf {
 
 impl RiskMap {
     pub fn new(config: &[RiskUnitConfig]) -> RiskMap {
-        let pairs = |ids: fn(&RiskUnitConfig) -> Vec<u32>| {
-            let mut pairs = Vec::new();
-            for (i, u) in config.iter().enumerate() {
-                pairs.extend(ids(u).into_iter().map(|id| (id, i as u32)));
-            }
-            UnitsOf::new(pairs)
-        };
+        let (mut points, mut conditions, mut devices) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, u) in config.iter().enumerate() {
+            let i = i as u32;
+            points.extend(u.points.iter().map(|p| (p.0, i)));
+            conditions.extend(u.conditions.iter().map(|c| (c.0, i)));
+            devices.extend(u.devices.iter().map(|d| (d.0, i)));
+        }
         let mut map = RiskMap {
             units: config
                 .iter()
                 .map(|u| RiskUnit::new(u.static_colour, u.hold_ms))
                 .collect(),
-            by_point: pairs(|u| u.points.iter().map(|p| p.0).collect()),
-            by_condition: pairs(|u| u.conditions.iter().map(|c| c.0).collect()),
-            by_device: pairs(|u| u.devices.iter().map(|d| d.0).collect()),
+            by_point: UnitsOf::new(points),
+            by_condition: UnitsOf::new(conditions),
+            by_device: UnitsOf::new(devices),
             site: Colour::Blue,
         };
         map.site = map.worst();
@@ -362,15 +362,15 @@ impl RiskMap {
     /// Take an alarm's state into account (after a restart, call this for each open alarm).
     pub fn on_alarm(&mut self, alarm: &Alarm, now: Millis, out: &mut Vec<ColourChange>) {
         let units = match alarm.source {
-            s if s.point().is_some() => s.point().map(|p| self.by_point.get(p.0)),
-            AlarmSource::Condition { condition } => Some(self.by_condition.get(condition.0)),
-            AlarmSource::CommLoss { device } => Some(self.by_device.get(device.0)),
-            _ => None,
+            s if s.point().is_some() => s.point().map_or(&[][..], |p| self.by_point.get(p.0)),
+            AlarmSource::Condition { condition } => self.by_condition.get(condition.0),
+            AlarmSource::CommLoss { device } => self.by_device.get(device.0),
+            _ => &[],
         };
         // An alarm outside every unit changes no colour.
-        let Some(units) = units.filter(|u| !u.is_empty()) else {
+        if units.is_empty() {
             return;
-        };
+        }
         for &u in units {
             if let Some((from, to)) = self.units[u as usize].on_alarm(alarm, now) {
                 out.push(ColourChange {

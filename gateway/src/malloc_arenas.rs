@@ -14,7 +14,7 @@
 //! (`MALLOC_ARENA_MAX`, or `GLIBC_TUNABLES` naming `arena_max`) is left as it is.
 
 /// The limit the daemon sets when the environment has none.
-pub const ARENAS: &str = "1";
+const ARENAS: &str = "1";
 
 /// Re-executes the program with the arena limit set, unless the environment already sets one.
 /// Returns only when it did not re-execute: then why not, if anything went wrong, for the log
