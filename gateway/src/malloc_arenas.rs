@@ -38,15 +38,26 @@ fn needed(arena_max_set: bool, tunables: Option<&str>) -> bool {
 fn reexec() -> Option<String> {
     use std::os::unix::process::CommandExt;
     let mut args = std::env::args_os();
-    let mut command = std::process::Command::new("/proc/self/exe");
+    let mut command = std::process::Command::new(program());
     if let Some(arg0) = args.next() {
         command.arg0(arg0);
     }
-    // `/proc/self/exe` is this very program, even if its file was replaced or removed since.
     let error = command.args(args).env("MALLOC_ARENA_MAX", ARENAS).exec();
     Some(format!(
         "could not re-execute with MALLOC_ARENA_MAX={ARENAS} ({error}); running with glibc's default heaps, which keep more memory"
     ))
+}
+
+/// The file to execute: this program's own path, because the kernel names the process after the
+/// file it executes (`pidof sentinel`, `pkill sentinel`, `top` go by that name; executing
+/// `/proc/self/exe` would rename the process `exe`). `/proc/self/exe` only when the path is gone
+/// (the file was replaced or removed since start): it is this very program even then.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn program() -> std::path::PathBuf {
+    match std::env::current_exe() {
+        Ok(path) if path.is_file() => path,
+        _ => std::path::PathBuf::from("/proc/self/exe"),
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

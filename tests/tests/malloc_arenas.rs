@@ -1,5 +1,6 @@
 //! The daemon keeps to one glibc heap by itself (gateway/src/malloc_arenas.rs): it re-executes
-//! once with `MALLOC_ARENA_MAX=1`, as the same process, unless the environment chose a limit.
+//! once with `MALLOC_ARENA_MAX=1`, as the same process under the same name, unless the
+//! environment chose a limit.
 
 use sentinel_tests::{Sentinel, api};
 
@@ -38,6 +39,9 @@ async fn the_daemon_sets_one_heap_itself_and_keeps_an_operators_choice() {
         "arguments kept: {}",
         String::from_utf8_lossy(&cmdline)
     );
+    // Still named for its file, so that `pidof sentinel` and `pkill sentinel` find it.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim_end(), "sentinel");
     let (code, _) = s.terminate().await;
     assert_eq!(code, Some(0));
 
