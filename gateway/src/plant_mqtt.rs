@@ -23,12 +23,15 @@ pub fn settings(site: &Site, id: DeviceId, d: &MqttDevice, points: &[Point]) -> 
         .filter(|(_, p)| p.device == d.name)
         .map(|(j, p)| MqttPoint {
             id: PointId(j as u32),
-            topic: p.topic.clone(),
-            key: template
-                .as_ref()
-                .map(|_| p.topic_point.clone().unwrap_or_else(|| p.tag.clone())),
-            json_pointer: p.json_pointer.clone(),
-            stale_after: p.stale_after_ms.map(Duration::from_millis),
+            topic: p.extra().topic.clone(),
+            key: template.as_ref().map(|_| {
+                p.extra()
+                    .topic_point
+                    .clone()
+                    .unwrap_or_else(|| p.tag.clone())
+            }),
+            json_pointer: p.extra().json_pointer.clone(),
+            stale_after: p.extra().stale_after_ms.map(Duration::from_millis),
         })
         .collect();
     // A point's own topic must be subscribed to as well.

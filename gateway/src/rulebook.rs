@@ -147,16 +147,15 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
                     None
                 }
             });
-        let suppress_when =
-            p.suppress_when
-                .as_ref()
-                .and_then(|text| match Condition::compile(text, resolve) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        problems.push(problem(at("suppress_when"), e.to_string()));
-                        None
-                    }
-                });
+        let suppress_when = p.extra().suppress_when.as_ref().and_then(|text| {
+            match Condition::compile(text, resolve) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    problems.push(problem(at("suppress_when"), e.to_string()));
+                    None
+                }
+            }
+        });
         points.push(PointRules {
             device: plant.device_id(&p.device),
             limits: limits.map(Box::new),

@@ -47,6 +47,7 @@ span = [0.0, 100.0]
 area = "氨制冷机房"
 register = {{ table = "holding", address = 0 }}
 limits = {{ levels = [{{ level = "H", setpoint = 28.0 }}, {{ level = "HH", setpoint = 57.0, priority = "critical" }}] }}
+instruction = "关闭NH3-101所在机房供液阀"
 
 [notify]
 public_url = "http://127.0.0.1:1"
@@ -125,7 +126,7 @@ async fn chinese_mail_with_working_ack_link_and_signed_webhook() {
         "紧急",
         "红色（重大风险）",
         "北京时间",
-        "开启事故排风，撤离无关人员",
+        "关闭NH3-101所在机房供液阀；开启事故排风，撤离无关人员",
         "nh3-room",
     ] {
         assert!(

@@ -548,12 +548,14 @@ impl Router {
             None => (None, None),
         };
         let point = event["point"].as_str().unwrap_or_default();
-        let point_name = config
-            .points
-            .iter()
-            .find(|p| p.tag == point)
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
+        let point = config.points.iter().find(|p| p.tag == point);
+        let point_name = point.map(|p| p.name.clone()).unwrap_or_default();
+        let language = c.language.unwrap_or(email.language);
+        let instruction = instruction(
+            point.and_then(|p| p.extra().instruction.as_deref()),
+            r.instruction.as_deref(),
+            language,
+        );
         let envelope = Envelope {
             notice: notice.to_owned(),
             tier: tier + 1,
@@ -567,14 +569,14 @@ impl Router {
             contact: contact.to_owned(),
             to: to.clone(),
             name: c.display().to_owned(),
-            language: c.language.unwrap_or(email.language),
+            language,
             site_name: config.site.name.clone(),
             point_name,
             risk_colour: risk_colour(
                 config.site.risk_colour,
                 event["priority"].as_str().unwrap_or(""),
             ),
-            instruction: r.instruction.clone(),
+            instruction,
             ack_url,
             link_expires,
             group: None,
@@ -742,6 +744,24 @@ pub fn parse_ms(s: &str) -> Option<Millis> {
     Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as Millis)
 }
 
+/// What a notice tells people to do: the point's own instruction (the most specific), then the
+/// chain's, each once.
+fn instruction(
+    point: Option<&str>,
+    chain: Option<&str>,
+    language: crate::config::Language,
+) -> Option<String> {
+    let separator = match language {
+        crate::config::Language::Zh => "；",
+        crate::config::Language::En => "; ",
+    };
+    match (point, chain) {
+        (Some(p), Some(c)) if p != c => Some(format!("{p}{separator}{c}")),
+        (Some(one), _) | (None, Some(one)) => Some(one.to_owned()),
+        (None, None) => None,
+    }
+}
+
 /// The colour people see: the worse of the site's assessed colour and the alarm's priority.
 pub fn risk_colour(site: crate::config::RiskColour, priority: &str) -> String {
     use crate::config::RiskColour;
@@ -760,6 +780,19 @@ pub fn risk_colour(site: crate::config::RiskColour, priority: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_points_instruction_comes_first_then_the_chains() {
+        use crate::config::Language::{En, Zh};
+        let both = instruction(Some("关闭V-12阀门"), Some("撤离无关人员"), Zh);
+        assert_eq!(both.as_deref(), Some("关闭V-12阀门；撤离无关人员"));
+        let both = instruction(Some("Close V-12"), Some("Evacuate"), En);
+        assert_eq!(both.as_deref(), Some("Close V-12; Evacuate"));
+        assert_eq!(instruction(Some("a"), Some("a"), Zh).as_deref(), Some("a"));
+        assert_eq!(instruction(Some("a"), None, Zh).as_deref(), Some("a"));
+        assert_eq!(instruction(None, Some("b"), En).as_deref(), Some("b"));
+        assert_eq!(instruction(None, None, En), None);
+    }
 
     fn plan(repeat_ms: Millis) -> ChainPlan {
         ChainPlan {
