@@ -1,7 +1,7 @@
 //! From configuration to the engine's flat state: one slot per configured alarm, the points'
 //! quiet bands, and the dependency index that routes readings to deviations and conditions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::alarm::{AlarmId, AlarmSource, ConditionId, Priority, SystemCheck};
@@ -293,6 +293,7 @@ pub(super) fn build(config: Arc<EngineConfig>, next_id: AlarmId) -> Engine {
         });
     }
 
+    let first_condition_slot = slots.len() as u32;
     for (i, c) in config.conditions.iter().enumerate() {
         let slot = slots.len() as u32;
         let mut s = Slot::new(
@@ -363,11 +364,6 @@ pub(super) fn build(config: Arc<EngineConfig>, next_id: AlarmId) -> Engine {
     // Grown by doubling; a large plant's engine lives for years with whatever was left over.
     slots.shrink_to_fit();
     rates.shrink_to_fit();
-    let slot_of: HashMap<AlarmSource, u32> = slots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.source, i as u32))
-        .collect();
 
     Engine {
         config,
@@ -375,7 +371,7 @@ pub(super) fn build(config: Arc<EngineConfig>, next_id: AlarmId) -> Engine {
         devices,
         slots,
         rates,
-        slot_of,
+        first_condition_slot,
         dep_start,
         deps,
         open: Vec::new(),

@@ -24,7 +24,7 @@ mod modes;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -101,8 +101,8 @@ pub struct Engine {
     devices: Vec<DeviceState>,
     slots: Vec<Slot>,
     rates: Vec<RateState>,
-    /// Slot of each configured alarm source (commands and restore only; not on the hot path).
-    slot_of: HashMap<AlarmSource, u32>,
+    /// The first condition alarm's slot: condition `c` has slot `first_condition_slot + c`.
+    first_condition_slot: u32,
     /// For point `p`, `deps[dep_start[p]..dep_start[p + 1]]` is what must be re-judged when a
     /// reading of `p` arrives, beyond `p`'s own slots: deviations, conditions, suppressions.
     dep_start: Vec<u32>,
@@ -140,8 +140,8 @@ impl Engine {
         let mut orphans = Vec::new();
         for (alarm, seq) in alarms {
             self.next_id = self.next_id.max(alarm.id + 1);
-            let slot = match self.slot_of.get(&alarm.source) {
-                Some(&s) if self.slots[s as usize].open == NONE => s as usize,
+            let slot = match self.slot_of(&alarm.source) {
+                Some(s) if self.slots[s as usize].open == NONE => s as usize,
                 _ => {
                     orphans.push(alarm);
                     continue;
@@ -217,7 +217,7 @@ impl Engine {
         out: &mut Vec<AlarmEvent>,
     ) {
         self.system_failing[check.index()] = failing;
-        if let Some(&slot) = self.slot_of.get(&AlarmSource::System { check }) {
+        if let Some(slot) = self.slot_of(&AlarmSource::System { check }) {
             self.judge_slot(slot as usize, now, out);
         }
     }
@@ -284,9 +284,41 @@ impl Engine {
         self.open.iter().zip(self.open_seq.iter().copied())
     }
 
+    /// The slot of a configured alarm source: found from the point, device or condition it
+    /// belongs to (commands and restore only; not on the hot path). A map of every source took
+    /// about 36 bytes a slot: a megabyte in a large plant.
+    fn slot_of(&self, source: &AlarmSource) -> Option<u32> {
+        let range = match *source {
+            AlarmSource::Limit { point, .. }
+            | AlarmSource::RateOfChange { point }
+            | AlarmSource::Deviation { point, .. }
+            | AlarmSource::Fault { point }
+            | AlarmSource::DataInterruption { point } => {
+                let p = self.points.get(point.0 as usize)?;
+                p.first_slot..p.first_slot + u32::from(p.n_slots)
+            }
+            AlarmSource::CommLoss { device } => {
+                let slot = self.devices.get(device.0 as usize)?.slot;
+                slot..slot + 1
+            }
+            AlarmSource::Condition { condition } => {
+                let slot = self.first_condition_slot.checked_add(condition.0)?;
+                slot..slot + 1
+            }
+            // Sentinel's own checks come last.
+            AlarmSource::System { .. } => {
+                let end = self.slots.len() as u32;
+                end.saturating_sub(SystemCheck::ALL.len() as u32)..end
+            }
+        };
+        range
+            .filter(|&slot| (slot as usize) < self.slots.len())
+            .find(|&slot| self.slots[slot as usize].source == *source)
+    }
+
     /// The open alarm of one source, if any.
     pub fn open_alarm(&self, source: AlarmSource) -> Option<&Alarm> {
-        let slot = *self.slot_of.get(&source)?;
+        let slot = self.slot_of(&source)?;
         let idx = self.slots[slot as usize].open;
         self.open.get(idx as usize)
     }

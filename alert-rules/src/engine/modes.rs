@@ -386,8 +386,8 @@ impl Engine {
         let process_only = mode == Mode::Suppressed;
         let keep = |s: &super::build::Slot| !process_only || s.source.is_process();
         match scope {
-            Scope::Alarm(source) => match self.slot_of.get(&source) {
-                Some(&s) => Ok(vec![s as usize]),
+            Scope::Alarm(source) => match self.slot_of(&source) {
+                Some(s) => Ok(vec![s as usize]),
                 None => Err(CommandError::UnknownSource(source)),
             },
             _ if mode == Mode::Shelved => Err(CommandError::ShelveNeedsAlarm(scope)),

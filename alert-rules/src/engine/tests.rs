@@ -1399,3 +1399,75 @@ fn restored_system_alarm_waits_for_the_next_report() {
     let ev = system(&mut fresh, SystemCheck::DiskBudget, false, 61_000);
     assert_eq!(ts(&ev), [(Transition::Cleared, ReturnedUnacked)]);
 }
+
+#[test]
+fn every_alarm_source_finds_its_own_slot() {
+    let full = PointRules {
+        device: Some(DeviceId(1)),
+        rate: Some(Box::new(RateRule {
+            max_rise_per_min: Some(5.0),
+            ..Default::default()
+        })),
+        deviation: Some(Box::new(DeviationRule {
+            other: PointId(0),
+            max_difference: 3.0,
+            ..Default::default()
+        })),
+        fault: Some(FaultRule::default()),
+        data_interruption: Some(DataInterruptionRule::default()),
+        ..with_limits(limits(
+            &[
+                (Level::Low, 2.0),
+                (Level::High, 25.0),
+                (Level::HighHigh, 50.0),
+            ],
+            1.0,
+        ))
+    };
+    let condition = |name: &str| ConditionRule {
+        name: name.into(),
+        when: compile("NH3-101 > 28"),
+        priority: Priority::High,
+        on_delay_ms: 0,
+        off_delay_ms: 0,
+        realarm_ms: None,
+        latch: false,
+    };
+    let e = Engine::new(
+        EngineConfig {
+            points: vec![PointRules::default(), full.clone(), full],
+            devices: vec![DeviceRules::default(); 2],
+            conditions: vec![condition("a"), condition("b")],
+            ..Default::default()
+        },
+        1,
+    );
+    for (i, slot) in e.slots.iter().enumerate() {
+        assert_eq!(e.slot_of(&slot.source), Some(i as u32), "{:?}", slot.source);
+    }
+    // Every kind of source is there: 2 × 7 point slots, 2 conditions, 2 devices, the checks.
+    assert_eq!(e.slots.len(), 2 * 7 + 2 + 2 + SystemCheck::ALL.len());
+    for absent in [
+        h(0),
+        AlarmSource::Limit {
+            point: PointId(9),
+            level: Level::High,
+        },
+        AlarmSource::Fault { point: PointId(0) },
+        AlarmSource::CommLoss {
+            device: DeviceId(2),
+        },
+        AlarmSource::Condition {
+            condition: ConditionId(2),
+        },
+        AlarmSource::Condition {
+            condition: ConditionId(u32::MAX),
+        },
+        AlarmSource::Deviation {
+            point: PointId(1),
+            other: PointId(2),
+        },
+    ] {
+        assert_eq!(e.slot_of(&absent), None, "{absent:?}");
+    }
+}
