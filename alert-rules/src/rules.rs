@@ -187,8 +187,9 @@ impl Default for DataInterruptionRule {
 pub struct PointRules {
     /// The device the point is read from, if any (for communication loss).
     pub device: Option<DeviceId>,
-    // Limits, rate and deviation are boxed: most points have few of them, and inline they made
-    // every point's rules several hundred bytes (megabytes in a large plant).
+    // Limits, rate, deviation and the suppression condition are boxed: most points have few of
+    // them, and inline they made every point's rules several hundred bytes (megabytes in a
+    // large plant).
     pub limits: Option<Box<LimitRule>>,
     /// Measuring range; needed for deadbands in percent of span.
     #[serde(default)]
@@ -204,7 +205,7 @@ pub struct PointRules {
     /// Suppress this point's process alarms by design while this condition holds (for example
     /// `!FURNACE-1-RUN` on a cooling-water temperature).
     #[serde(default)]
-    pub suppress_when: Option<Condition>,
+    pub suppress_when: Option<Box<Condition>>,
 }
 
 /// What the engine watches for one device. The device's id is its index in [`EngineConfig::devices`].

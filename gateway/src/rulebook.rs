@@ -149,7 +149,7 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
             });
         let suppress_when = p.extra().suppress_when.as_ref().and_then(|text| {
             match Condition::compile(text, resolve) {
-                Ok(c) => Some(c),
+                Ok(c) => Some(Box::new(c)),
                 Err(e) => {
                     problems.push(problem(at("suppress_when"), e.to_string()));
                     None

@@ -768,7 +768,7 @@ fn furnace_engine() -> Engine {
     .unwrap();
     engine(vec![
         PointRules {
-            suppress_when: Some(when),
+            suppress_when: Some(Box::new(when)),
             fault: Some(FaultRule::default()),
             ..with_limits(limits(&[(Level::High, 45.0)], 1.0))
         },

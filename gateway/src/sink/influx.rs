@@ -6,7 +6,6 @@
 //! `Retry-After` or a backoff, any other 4xx dead-letters the batch. `influxdb2` 0.5 folds these
 //! answers into one error string and does not expose the `Retry-After` header.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
 use super::db::{DeadLetter, Row, SinkDb};
-use super::line::{self, SeriesKey};
+use super::line::{self, SeriesKeys};
 use crate::config::{InfluxApi, InfluxDb};
 use crate::metrics::Metrics;
 use crate::plant::Plant;
@@ -91,7 +90,7 @@ impl InfluxSink {
         let m = &self.metrics.sinks;
 
         let mut cursor = None;
-        let mut keys: HashMap<i64, SeriesKey> = HashMap::new();
+        let mut keys = SeriesKeys::default();
         let mut limit = max_points;
         let mut attempts = 0u32;
         let mut failing_since: Option<tokio::time::Instant> = None;
@@ -153,7 +152,7 @@ impl InfluxSink {
                 }
             }
             waiting_since = None;
-            if rows.iter().any(|r| !keys.contains_key(&r.point)) {
+            if rows.iter().any(|r| keys.get(r.point).is_none()) {
                 match db.points().await {
                     Ok(points) => keys = line::series_keys(&self.plant, &points),
                     Err(error) => {
@@ -406,10 +405,10 @@ fn classify(status: StatusCode, error: String, retry_after: Option<Duration>) ->
     }
 }
 
-fn encode(rows: &[Row], keys: &HashMap<i64, SeriesKey>) -> String {
+fn encode(rows: &[Row], keys: &SeriesKeys) -> String {
     let mut out = String::with_capacity(rows.len() * 110);
     for r in rows {
-        if let Some(key) = keys.get(&r.point) {
+        if let Some(key) = keys.get(r.point) {
             line::push_line(&mut out, key, r.value, r.quality, r.ts_ms);
         }
     }
