@@ -149,6 +149,8 @@ impl MqttSender {
         let mut sent: HashMap<u16, Tag> = HashMap::new();
         let mut in_flight: Option<InFlight> = None;
         let mut next_status = Instant::now();
+        let mut next_count = Instant::now();
+        let mut next_head = None;
         let mut status_changes = self.status.clone();
         let mut retry_at: Option<Instant> = None;
         // Downsampled readings (off unless `readings_every_secs` is set): windows start now;
@@ -166,8 +168,20 @@ impl MqttSender {
             if shutdown.is_cancelled() {
                 break;
             }
+            let mut counted = false;
+            // Read along with the last delivery, if that was the last thing that happened.
+            let prefetched = next_head.take();
             if connected && in_flight.is_none() {
-                match self.outbox.head().await {
+                let head = match prefetched {
+                    Some(head) => Ok(head),
+                    None => self.outbox.head().await,
+                };
+                let head = head.map(|(head, pending)| {
+                    self.metrics.outbox_pending.set(channel, "", pending);
+                    counted = true;
+                    head
+                });
+                match head {
                     Ok(Some(item)) => {
                         let wait = item.next_attempt_ms - now_millis();
                         if wait > 0 {
@@ -205,8 +219,17 @@ impl MqttSender {
                     Err(error) => tracing::error!(%error, %channel, "Reading the outbox failed."),
                 }
             }
-            if let Ok(n) = self.outbox.pending_count().await {
+            // Otherwise the gauge is refreshed at most once a second: this loop turns for every
+            // packet the broker acknowledges.
+            if !counted
+                && Instant::now() >= next_count
+                && let Ok(n) = self.outbox.pending_count().await
+            {
                 self.metrics.outbox_pending.set(channel, "", n);
+                counted = true;
+            }
+            if counted {
+                next_count = Instant::now() + Duration::from_secs(1);
             }
             if connected && Instant::now() >= next_status {
                 next_status = Instant::now() + status_every;
@@ -299,8 +322,9 @@ impl MqttSender {
                                 if let Some(f) = in_flight.take_if(|f| f.id == id) {
                                     if ok {
                                         self.metrics.deliveries.inc(channel, "delivered");
-                                        if let Err(error) = self.outbox.delivered(f.id, now_millis()).await {
-                                            tracing::error!(%error, %channel, "Marking a delivered notification failed; it may be sent again.");
+                                        match self.outbox.delivered_then_head(f.id, now_millis()).await {
+                                            Ok(head) => next_head = Some(head),
+                                            Err(error) => tracing::error!(%error, %channel, "Marking a delivered notification failed; it may be sent again."),
                                         }
                                         // The counts changed with this event: refresh the status soon.
                                         next_status = next_status.min(Instant::now() + Duration::from_millis(200));

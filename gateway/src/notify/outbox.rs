@@ -53,22 +53,22 @@ impl Outbox {
         .unwrap_or_else(|e| Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
     }
 
-    pub async fn head(&self) -> rusqlite::Result<Option<Pending>> {
-        self.with(|conn, channel| {
-            conn.prepare_cached(
-                "SELECT id, event_id, body, attempts, next_attempt_ms FROM outbox
-                 WHERE channel = ?1 AND delivered_ms IS NULL ORDER BY id LIMIT 1",
-            )?
-            .query_row(params![channel], |r| {
-                Ok(Pending {
-                    id: r.get(0)?,
-                    event_id: r.get(1)?,
-                    body: r.get(2)?,
-                    attempts: r.get(3)?,
-                    next_attempt_ms: r.get(4)?,
-                })
-            })
-            .optional()
+    /// The oldest undelivered notification, and how many wait (for the outbox gauge). One trip
+    /// to the blocking pool for both: a channel asks once per notification it sends, and in an
+    /// alarm storm those trips were most of its cost.
+    pub async fn head(&self) -> rusqlite::Result<(Option<Pending>, u64)> {
+        self.with(head_of).await
+    }
+
+    /// [`Outbox::delivered`], then [`Outbox::head`], in one trip.
+    pub async fn delivered_then_head(
+        &self,
+        id: i64,
+        at: Millis,
+    ) -> rusqlite::Result<(Option<Pending>, u64)> {
+        self.with(move |conn, channel| {
+            mark_delivered(conn, id, at)?;
+            head_of(conn, channel)
         })
         .await
     }
@@ -86,25 +86,11 @@ impl Outbox {
     }
 
     pub async fn pending_count(&self) -> rusqlite::Result<u64> {
-        self.with(|conn, channel| {
-            conn.prepare_cached(
-                "SELECT COUNT(*) FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL",
-            )?
-            .query_row(params![channel], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-        })
-        .await
+        self.with(count_pending).await
     }
 
     pub async fn delivered(&self, id: i64, at: Millis) -> rusqlite::Result<()> {
-        self.with(move |conn, _| {
-            conn.prepare_cached(
-                "UPDATE outbox SET delivered_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
-            )?
-            .execute(params![id, at])
-            .map(drop)
-        })
-        .await
+        self.with(move |conn, _| mark_delivered(conn, id, at)).await
     }
 
     pub async fn failed(
@@ -183,4 +169,41 @@ pub struct PointSummary {
     pub last: Option<f64>,
     pub last_ms: Millis,
     pub quality: u8,
+}
+
+fn count_pending(conn: &Connection, channel: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL")?
+        .query_row(params![channel], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+}
+
+fn head_of(conn: &Connection, channel: &str) -> rusqlite::Result<(Option<Pending>, u64)> {
+    let head = conn
+        .prepare_cached(
+            "SELECT id, event_id, body, attempts, next_attempt_ms FROM outbox
+             WHERE channel = ?1 AND delivered_ms IS NULL ORDER BY id LIMIT 1",
+        )?
+        .query_row(params![channel], |r| {
+            Ok(Pending {
+                id: r.get(0)?,
+                event_id: r.get(1)?,
+                body: r.get(2)?,
+                attempts: r.get(3)?,
+                next_attempt_ms: r.get(4)?,
+            })
+        })
+        .optional()?;
+    let pending = match head {
+        Some(_) => count_pending(conn, channel)?,
+        None => 0,
+    };
+    Ok((head, pending))
+}
+
+fn mark_delivered(conn: &Connection, id: i64, at: Millis) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE outbox SET delivered_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
+    )?
+    .execute(params![id, at])
+    .map(drop)
 }

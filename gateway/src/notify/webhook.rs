@@ -48,7 +48,10 @@ impl WebhookSender {
                 return;
             }
             let head = match self.outbox.head().await {
-                Ok(h) => h,
+                Ok((head, pending)) => {
+                    self.metrics.outbox_pending.set(&channel, "", pending);
+                    head
+                }
                 Err(error) => {
                     tracing::error!(%error, %channel, "Reading the outbox failed.");
                     if sleep_or_cancel(&shutdown, Duration::from_secs(1)).await {
@@ -57,9 +60,6 @@ impl WebhookSender {
                     continue;
                 }
             };
-            if let Ok(n) = self.outbox.pending_count().await {
-                self.metrics.outbox_pending.set(&channel, "", n);
-            }
             let Some(item) = head else {
                 if drain.is_cancelled() {
                     return;
