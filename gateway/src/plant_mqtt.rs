@@ -21,17 +21,17 @@ pub fn settings(site: &Site, id: DeviceId, d: &MqttDevice, points: &[Point]) -> 
         .iter()
         .enumerate()
         .filter(|(_, p)| p.device == d.name)
-        .map(|(j, p)| MqttPoint {
-            id: PointId(j as u32),
-            topic: p.extra().topic.clone(),
-            key: template.as_ref().map(|_| {
-                p.extra()
-                    .topic_point
-                    .clone()
-                    .unwrap_or_else(|| p.tag.clone())
-            }),
-            json_pointer: p.extra().json_pointer.clone(),
-            stale_after: p.extra().stale_after_ms.map(Duration::from_millis),
+        .map(|(j, p)| {
+            let extra = p.extra();
+            MqttPoint {
+                id: PointId(j as u32),
+                topic: extra.topic.clone(),
+                key: template
+                    .as_ref()
+                    .map(|_| extra.topic_point.clone().unwrap_or_else(|| p.tag.clone())),
+                json_pointer: extra.json_pointer.clone(),
+                stale_after: extra.stale_after_ms.map(Duration::from_millis),
+            }
         })
         .collect();
     // A point's own topic must be subscribed to as well.

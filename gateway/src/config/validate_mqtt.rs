@@ -77,11 +77,12 @@ pub(super) fn check_point(
             "must be within 100..=604800000 (a week)",
         ));
     }
+    let extra = point.extra();
     let mqtt_fields = [
-        ("topic", point.extra().topic.is_some()),
-        ("json_pointer", point.extra().json_pointer.is_some()),
-        ("topic_point", point.extra().topic_point.is_some()),
-        ("stale_after_ms", point.extra().stale_after_ms.is_some()),
+        ("topic", extra.topic.is_some()),
+        ("json_pointer", extra.json_pointer.is_some()),
+        ("topic_point", extra.topic_point.is_some()),
+        ("stale_after_ms", extra.stale_after_ms.is_some()),
     ];
     match device {
         None => {}
@@ -95,36 +96,35 @@ pub(super) fn check_point(
                     ),
                 ));
             }
-            if let Some(filter) = &point.extra().topic
+            if let Some(filter) = &extra.topic
                 && let Some(e) = topic::filter_error(filter)
             {
                 errors.push(err(at("topic"), e));
             }
-            if let Some(e) = point
-                .extra()
+            if let Some(e) = extra
                 .json_pointer
                 .as_deref()
                 .and_then(payload::pointer_error)
             {
                 errors.push(err(at("json_pointer"), e));
             }
-            if point.extra().topic_point.is_some() && d.topic_template.is_none() {
+            if extra.topic_point.is_some() && d.topic_template.is_none() {
                 errors.push(err(
                     at("topic_point"),
                     format!("device {:?} has no topic_template", d.name),
                 ));
             }
-            if point.extra().topic.is_none()
+            if extra.topic.is_none()
                 && d.topic_template.is_none()
                 && d.topics.len() > 1
-                && point.extra().json_pointer.is_none()
+                && extra.json_pointer.is_none()
             {
                 errors.push(err(
                     at("topic"),
                     "a plain-number point of a device with several topics needs its own topic (or a json_pointer)",
                 ));
             }
-            if let Some(ms) = point.extra().stale_after_ms
+            if let Some(ms) = extra.stale_after_ms
                 && !(10..=DAY_MS).contains(&ms)
             {
                 errors.push(err(at("stale_after_ms"), "must be within 10..=86400000"));
