@@ -450,7 +450,7 @@ pub struct Point {
 }
 
 /// A point's MQTT settings, its suppression by design and its instruction (see [`PointFile`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PointExtra {
     pub topic: Option<String>,
     pub json_pointer: Option<String>,
@@ -486,12 +486,6 @@ impl From<PointFile> for Point {
             suppress_when: f.suppress_when,
             instruction: f.instruction,
         };
-        let any = extra.topic.is_some()
-            || extra.json_pointer.is_some()
-            || extra.topic_point.is_some()
-            || extra.stale_after_ms.is_some()
-            || extra.suppress_when.is_some()
-            || extra.instruction.is_some();
         Point {
             tag: f.tag,
             name: f.name,
@@ -508,7 +502,7 @@ impl From<PointFile> for Point {
             rate: f.rate,
             deviation: f.deviation,
             fault: f.fault,
-            extra: any.then(|| Box::new(extra)),
+            extra: (extra != NO_EXTRA).then(|| Box::new(extra)),
         }
     }
 }

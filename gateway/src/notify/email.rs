@@ -285,19 +285,14 @@ async fn blocking<T: Send + 'static>(
 fn next(conn: &Connection, now: Millis) -> rusqlite::Result<(Option<Pending>, Option<Millis>)> {
     let item = conn
         .query_row(
-            "SELECT id, event_id, body, attempts, next_attempt_ms FROM outbox
-             WHERE channel = ?1 AND delivered_ms IS NULL AND NOT (attempts = 0 AND next_attempt_ms > ?2)
-             ORDER BY id LIMIT 1",
+            &format!(
+                "SELECT {} FROM outbox
+                 WHERE channel = ?1 AND delivered_ms IS NULL AND NOT (attempts = 0 AND next_attempt_ms > ?2)
+                 ORDER BY id LIMIT 1",
+                Pending::COLUMNS
+            ),
             params![EMAIL_CHANNEL, now],
-            |r| {
-                Ok(Pending {
-                    id: r.get(0)?,
-                    event_id: r.get(1)?,
-                    body: r.get(2)?,
-                    attempts: r.get(3)?,
-                    next_attempt_ms: r.get(4)?,
-                })
-            },
+            Pending::from_row,
         )
         .optional()?;
     let held: Option<Millis> = conn.query_row(

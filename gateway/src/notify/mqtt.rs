@@ -324,7 +324,7 @@ impl MqttSender {
                                         self.metrics.deliveries.inc(channel, "delivered");
                                         match self.outbox.delivered_then_head(f.id, now_millis()).await {
                                             Ok(head) => next_head = Some(head),
-                                            Err(error) => tracing::error!(%error, %channel, "Marking a delivered notification failed; it may be sent again."),
+                                            Err(error) => tracing::error!(%error, %channel, "Marking a delivered notification, or reading the next, failed; it may be sent again."),
                                         }
                                         // The counts changed with this event: refresh the status soon.
                                         next_status = next_status.min(Instant::now() + Duration::from_millis(200));

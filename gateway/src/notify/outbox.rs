@@ -18,6 +18,22 @@ pub struct Pending {
     pub next_attempt_ms: Millis,
 }
 
+impl Pending {
+    /// The columns every outbox query selects, in this order.
+    pub const COLUMNS: &'static str = "id, event_id, body, attempts, next_attempt_ms";
+
+    /// A row of a query that selects [`Pending::COLUMNS`].
+    pub fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pending> {
+        Ok(Pending {
+            id: r.get(0)?,
+            event_id: r.get(1)?,
+            body: r.get(2)?,
+            attempts: r.get(3)?,
+            next_attempt_ms: r.get(4)?,
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Outbox {
     conn: Arc<Mutex<Connection>>,
@@ -178,20 +194,15 @@ fn count_pending(conn: &Connection, channel: &str) -> rusqlite::Result<u64> {
 }
 
 fn head_of(conn: &Connection, channel: &str) -> rusqlite::Result<(Option<Pending>, u64)> {
+    static HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {} FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL ORDER BY id LIMIT 1",
+            Pending::COLUMNS
+        )
+    });
     let head = conn
-        .prepare_cached(
-            "SELECT id, event_id, body, attempts, next_attempt_ms FROM outbox
-             WHERE channel = ?1 AND delivered_ms IS NULL ORDER BY id LIMIT 1",
-        )?
-        .query_row(params![channel], |r| {
-            Ok(Pending {
-                id: r.get(0)?,
-                event_id: r.get(1)?,
-                body: r.get(2)?,
-                attempts: r.get(3)?,
-                next_attempt_ms: r.get(4)?,
-            })
-        })
+        .prepare_cached(&HEAD)?
+        .query_row(params![channel], Pending::from_row)
         .optional()?;
     let pending = match head {
         Some(_) => count_pending(conn, channel)?,
