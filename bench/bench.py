@@ -62,6 +62,13 @@ def cpu_ticks(pid: int) -> int:
     return int(rest[11]) + int(rest[12])  # utime + stime (fields 14, 15)
 
 
+def cpu_kernel_ticks(pid: int) -> int:
+    """stime alone: the kernel's share (system calls, the loopback TCP stack, context switches)."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rpartition(")")[2].split()
+    return int(rest[12])
+
+
 def status_kb(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -443,6 +450,7 @@ def main() -> None:
 
         pids = {"peer": peer_pid, "sim": sim_pid, "vm": vm_pid, "mosquitto": mq_pid}
         c0 = {k: cpu_ticks(v) for k, v in pids.items() if v}
+        kern0 = cpu_kernel_ticks(peer_pid)
         th0 = thread_ticks(peer_pid)
         b0 = sys_busy()
         a0 = all_ticks()
@@ -465,6 +473,7 @@ def main() -> None:
             time.sleep(max(0.0, min(1.0, t1 - time.time())))
         t1 = time.time()
         c1 = {k: cpu_ticks(v) for k, v in pids.items() if v}
+        kern1 = cpu_kernel_ticks(peer_pid)
         th1 = thread_ticks(peer_pid)
         by_name: dict[str, float] = {}
         for tid, (name, ticks) in th1.items():
@@ -532,6 +541,7 @@ def main() -> None:
             "t0": t0, "t1": t1, "window_measured_s": round(win, 2),
             "peer_cpu_pct": cpu.get("peer"), "peer_cpu_s": round(peer_cpu_s, 2),
             "cpu_s_per_mpoint": round(peer_cpu_s / total * 1e6, 2) if total else None,
+            "kernel_cpu_s_per_mpoint": round((kern1 - kern0) / TCK / total * 1e6, 2) if total else None,
             "cpu_pct_other": {k: v for k, v in cpu.items() if k != "peer"},
             "system_busy_pct_of_2_cores": round(busy * 100, 1),
             "steal_pct_of_2_cores": round(steal * 100, 1),
@@ -567,14 +577,19 @@ def main() -> None:
         row["sim_cpu_pct"] = cpu.get("sim")
         row["vm_cpu_pct"] = cpu.get("vm")
         row["mosquitto_cpu_pct"] = cpu.get("mosquitto")
+        row["kernel_cpu_s_per_mpoint"] = result.get("kernel_cpu_s_per_mpoint")
         csv_path = os.environ.get("BENCH_CSV") or os.path.join(OUT, "results", "runs.csv")
         new = not os.path.exists(csv_path)
+        fields = list(row.keys())
+        if not new:  # append under the file's own header (older files lack the newer columns)
+            with open(csv_path, newline="") as f:
+                fields = next(csv.reader(f), fields)
         with open(csv_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row.keys()))
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 w.writeheader()
             w.writerow(row)
-        print("  " + json.dumps({k: result[k] for k in ["peer_cpu_pct", "cpu_s_per_mpoint", "peer_rss_peak_mb",
+        print("  " + json.dumps({k: result[k] for k in ["peer_cpu_pct", "cpu_s_per_mpoint", "kernel_cpu_s_per_mpoint", "peer_rss_peak_mb",
                                                          "points_per_s", "expected_points_per_s", "per_series_count_min",
                                                          "sim_reads_per_s", "gap_ms_p99", "freshness_s_median",
                                                          "alarm_raises", "expected_raises", "keeps_up",

@@ -25,7 +25,7 @@ def fl(x):
 
 
 def med(rows, key):
-    v = [fl(r[key]) for r in rows if fl(r[key]) is not None]
+    v = [fl(r.get(key)) for r in rows if fl(r.get(key)) is not None]
     return statistics.median(v) if v else None
 
 
@@ -34,7 +34,7 @@ def f(x, nd=1):
 
 
 def reps(rows, key, nd=1):
-    return " / ".join(f(fl(r[key]), nd) for r in rows)
+    return " / ".join(f(fl(r.get(key)), nd) for r in rows)
 
 
 def main():
@@ -52,9 +52,9 @@ def main():
             matrix[(int(r["D"]), int(r["R"]), r["peer"])].append(r)
     if matrix:
         print("### 1 Hz matrix (median of reps; per-rep values in brackets)\n")
-        print("| D×R | peer | CPU s per million points | CPU % (1 core = 100) | peak RSS MiB | points/s in VM (expected) "
+        print("| D×R | peer | CPU s per million points | of which kernel | CPU % (1 core = 100) | peak RSS MiB | points/s in VM (expected) "
               "| poll gap p99 ms | alarms raised / expected (sum of reps) | keeps up | reps |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         cfgs = sorted({(d, r) for d, r, _ in matrix})
         ratios = []
         for d, r in cfgs:
@@ -66,6 +66,7 @@ def main():
                 ex = sum(int(x["expected_raises"]) for x in rs)
                 ku = sum(x["keeps_up"] == "True" for x in rs)
                 print(f"| {d}×{r} | {NAMES[p]} | {f(med(rs, 'cpu_s_per_mpoint'), 2)} ({reps(rs, 'cpu_s_per_mpoint', 2)}) "
+                      f"| {f(med(rs, 'kernel_cpu_s_per_mpoint'), 2)} "
                       f"| {f(med(rs, 'peer_cpu_pct'))} ({reps(rs, 'peer_cpu_pct')}) "
                       f"| {f(med(rs, 'peer_rss_peak_mb'))} ({reps(rs, 'peer_rss_peak_mb')}) "
                       f"| {f(med(rs, 'points_per_s'))} ({f(fl(rs[0]['expected_points_per_s']), 0)}) "

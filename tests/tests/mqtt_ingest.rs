@@ -928,3 +928,124 @@ max_backoff_secs = 1
     let (code, _) = s.terminate().await;
     assert_eq!(code, Some(0));
 }
+
+/// The ids of the `transition` events a subscriber got, each once, in order of first arrival.
+fn arrived(sub: &Subscriber, transition: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    sub.lines()
+        .iter()
+        .filter_map(|l| {
+            let (_, payload) = l.split_once(' ')?;
+            let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+            (v["transition"] == transition).then(|| v["id"].as_str().map(str::to_owned))?
+        })
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn mqtt_alarm_storm_arrives_whole_and_in_order_across_a_broker_restart() {
+    const POINTS: usize = 150;
+    let Some(mut broker) = Mosquitto::start("allow_anonymous true").await else {
+        return;
+    };
+    let port = broker.port;
+    let Some((_, ingest)) = shared_broker() else {
+        return;
+    };
+    let base = unique("storm");
+    let mut points = String::new();
+    for i in 0..POINTS {
+        points += &format!(
+            "[[points]]\ntag = \"PT-{i:03}\"\ndevice = \"src\"\nkind = \"pressure\"\njson_pointer = \"/p{i:03}\"\nlimits = {{ levels = [{{ level = \"H\", setpoint = 1.0, priority = \"high\" }}] }}\n\n"
+        );
+    }
+    let config = site(&format!(
+        r#"
+[[devices]]
+name = "src"
+protocol = "mqtt"
+broker = {{ host = "127.0.0.1", port = {ingest}, client_id = "{base}" }}
+topics = ["{base}/v"]
+
+{points}
+[notify.mqtt]
+broker = {{ host = "127.0.0.1", port = {port}, reconnect_max_secs = 1 }}
+puback_timeout_ms = 2000
+max_backoff_secs = 1
+"#
+    ));
+    // One message that sets every point.
+    let topic = format!("{base}/v");
+    let set_all = async |v: f64| {
+        let fields: Vec<String> = (0..POINTS).map(|i| format!("\"p{i:03}\": {v}")).collect();
+        let body = format!("{{{}}}", fields.join(", "));
+        publish(ingest, &topic, body.as_bytes(), 1, false, &[]).await;
+    };
+    let sub = Subscriber::start(port, "sentinel/v1/mq/alarms", &[]).await;
+    let s = Sentinel::start(&config).await;
+    wait_for("connected", WAIT, || async {
+        (s.metric("sentinel_mqtt_connected{device=\"src\"}").await == Some(1.0)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A storm: every point crosses its limit in the same message.
+    set_all(2.5).await;
+    wait_for("every raise on the broker", WAIT, || async {
+        (arrived(&sub, "raised").len() == POINTS).then_some(())
+    })
+    .await;
+    wait_for("the outbox empty", WAIT, || async {
+        (s.metric("sentinel_outbox_pending{channel=\"mqtt\"}").await == Some(0.0)).then_some(())
+    })
+    .await;
+
+    // The broker goes away; every alarm clears while it is down, and the backlog goes out
+    // when it returns.
+    broker.stop().await;
+    sub.stop().await;
+    set_all(0.0).await;
+    wait_for("every clear pending in the outbox", WAIT, || async {
+        (s.metric("sentinel_outbox_pending{channel=\"mqtt\"}").await >= Some(POINTS as f64))
+            .then_some(())
+    })
+    .await;
+    broker.restart().await;
+    let again = Subscriber::start(port, "sentinel/v1/mq/alarms", &[]).await;
+    wait_for(
+        "every clear on the broker",
+        Duration::from_secs(30),
+        || async { (arrived(&again, "cleared").len() == POINTS).then_some(()) },
+    )
+    .await;
+    wait_for("the outbox empty again", WAIT, || async {
+        (s.metric("sentinel_outbox_pending{channel=\"mqtt\"}").await == Some(0.0)).then_some(())
+    })
+    .await;
+    let cleared = arrived(&again, "cleared");
+    again.stop().await;
+    let (code, dir) = s.terminate().await;
+    assert_eq!(code, Some(0));
+
+    // The clears arrived in the order they were queued (the journal's), not just all of them.
+    let db = rusqlite::Connection::open(dir.path().join("data").join("sentinel.db")).unwrap();
+    let queued: Vec<String> = db
+        .prepare("SELECT event_id FROM outbox WHERE channel = 'mqtt' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|id| cleared.contains(id))
+        .collect();
+    assert_eq!(queued.len(), POINTS);
+    assert_eq!(cleared, queued, "clears arrived out of order");
+    let undelivered: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM outbox WHERE channel = 'mqtt' AND delivered_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(undelivered, 0);
+}

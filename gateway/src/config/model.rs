@@ -695,6 +695,9 @@ pub struct MqttNotify {
     /// An alarm not acknowledged (PUBACK) by the broker within this long is sent again.
     #[serde(default = "default_puback_timeout_ms")]
     pub puback_timeout_ms: u64,
+    /// Alarms published and not yet acknowledged, at most (see [`MqttNotify::in_flight`]).
+    #[serde(default)]
+    pub max_in_flight: Option<u16>,
     /// The retained status is refreshed at least this often.
     #[serde(default = "default_status_interval_secs")]
     pub status_interval_secs: u64,
@@ -705,6 +708,20 @@ pub struct MqttNotify {
     /// window, QoS 0 to `{prefix}/{site}/readings` (docs/scale.md). 0 (the default): off.
     #[serde(default)]
     pub readings_every_secs: u64,
+}
+
+impl MqttNotify {
+    /// Alarms published and not yet acknowledged, at most: `max_in_flight`, or 16 within the
+    /// broker's window. More than one keeps a storm moving over a slow link (one at a time, a
+    /// 100 ms round trip delivers ten alarms a second).
+    pub fn in_flight(&self) -> usize {
+        usize::from(
+            self.max_in_flight
+                .unwrap_or(16)
+                .min(self.broker.inflight)
+                .max(1),
+        )
+    }
 }
 
 fn default_mqtt_prefix() -> String {

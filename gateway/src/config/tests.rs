@@ -333,3 +333,23 @@ fn runtime_threads_default_to_one_and_are_bounded() {
         assert_eq!(paths(&e), ["engine.worker_threads"], "{e}");
     }
 }
+
+#[test]
+fn mqtt_notifier_in_flight_defaults_to_sixteen_within_the_broker_window() {
+    let with = |extra: &str| {
+        format!(
+            "{MINIMAL}\n[notify.mqtt]\nbroker = {{ host = \"127.0.0.1\", port = 1883, inflight = 20 }}\n{extra}"
+        )
+    };
+    let n = |c: &Config| c.notify.mqtt.as_ref().map(MqttNotify::in_flight);
+    assert_eq!(n(&load(&with("")).unwrap()), Some(16));
+    assert_eq!(n(&load(&with("max_in_flight = 1\n")).unwrap()), Some(1));
+    // The default fits a smaller broker window rather than refusing it.
+    let small = MINIMAL.to_owned()
+        + "\n[notify.mqtt]\nbroker = { host = \"127.0.0.1\", port = 1883, inflight = 4 }\n";
+    assert_eq!(n(&load(&small).unwrap()), Some(4));
+    for bad in [0, 21] {
+        let e = load(&with(&format!("max_in_flight = {bad}\n"))).unwrap_err();
+        assert_eq!(paths(&e), ["notify.mqtt.max_in_flight"], "{e}");
+    }
+}

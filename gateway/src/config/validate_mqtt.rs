@@ -160,6 +160,14 @@ pub(super) fn check_notify(n: &MqttNotify, errors: &mut Vec<ConfigError>) {
     if !(100..=600_000).contains(&n.puback_timeout_ms) {
         errors.push(err(at("puback_timeout_ms"), "must be within 100..=600000"));
     }
+    if n.max_in_flight
+        .is_some_and(|m| m == 0 || m > n.broker.inflight)
+    {
+        errors.push(err(
+            at("max_in_flight"),
+            format!("must be within 1..={} (broker.inflight)", n.broker.inflight),
+        ));
+    }
     if !(1..=3600).contains(&n.status_interval_secs) {
         errors.push(err(at("status_interval_secs"), "must be within 1..=3600"));
     }

@@ -2,11 +2,14 @@
 //! retained, at `{prefix}/{site}/status`, with a Last Will that marks the gateway offline.
 //!
 //! rumqttc's `publish` returns when the request is queued, not when the broker has the
-//! message. So one event is in flight at a time: its outbox row is marked delivered only when
-//! the broker's PUBACK for the packet id the event loop reported (`Outgoing::Publish(pkid)`)
-//! arrives. A lost connection or a missing PUBACK leaves the row pending; it is sent again
-//! (at least once: receivers dedupe by event `id`). The session is always clean: the outbox,
-//! not the broker, is this channel's queue.
+//! message. So an event's outbox row is marked delivered only when the broker's PUBACK for the
+//! packet id the event loop reported (`Outgoing::Publish(pkid)`) arrives. Up to
+//! `max_in_flight` events are published in order before their PUBACKs are in, and the
+//! acknowledged ones are marked delivered together, in the trip to the store that reads the
+//! next ones. A lost connection, a refusal or a missing PUBACK leaves the row pending, and
+//! sending starts again from the oldest pending event (at least once: receivers dedupe by
+//! event `id`). The session is always clean: the outbox, not the broker, is this channel's
+//! queue.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -55,6 +58,78 @@ struct InFlight {
     event_id: String,
     attempts: u32,
     deadline: Instant,
+}
+
+/// The alarms published on this connection and not yet settled.
+struct Window {
+    max: usize,
+    /// Published, waiting for the broker's PUBACK; oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// Acknowledged by the broker, not yet marked delivered in the outbox.
+    acked: Vec<i64>,
+    /// The newest alarm published on this connection: the next read starts after it.
+    last_id: i64,
+    /// A delivery failed: nothing new is published until the window is empty; then the
+    /// outbox is read from its head again, so the failed alarm goes first (after its backoff).
+    halted: bool,
+    /// The outbox may hold alarms not read yet: set by a wake-up, a (re)connection, the retry
+    /// timer or a read that filled the window; cleared by a read that came back short.
+    more: bool,
+    /// After a failed trip to the store, the next one waits until then.
+    paused_until: Option<Instant>,
+}
+
+impl Window {
+    fn new(max: usize) -> Window {
+        Window {
+            max: max.max(1),
+            in_flight: VecDeque::new(),
+            acked: Vec::new(),
+            last_id: 0,
+            halted: false,
+            more: true,
+            paused_until: None,
+        }
+    }
+
+    /// Start again from the outbox's head: what was in flight is sent again (at least once).
+    /// Acknowledged alarms stay to be marked delivered.
+    fn restart(&mut self) {
+        self.in_flight.clear();
+        self.last_id = 0;
+        self.halted = false;
+        self.more = true;
+    }
+
+    /// How many alarms to read now; 0 for none. The window is refilled when it is empty or
+    /// half empty, so that in a storm one trip settles and refills many at once.
+    fn to_read(&self) -> usize {
+        if self.halted || !self.more {
+            return 0;
+        }
+        let room = self.max.saturating_sub(self.in_flight.len());
+        if self.in_flight.is_empty() || room * 2 >= self.max {
+            room
+        } else {
+            0
+        }
+    }
+
+    /// The oldest alarm, if its PUBACK is overdue. Deadlines grow along the window, so the
+    /// overdue ones are at its front.
+    fn pop_expired(&mut self, now: Instant) -> Option<InFlight> {
+        if self.in_flight.front()?.deadline <= now {
+            self.in_flight.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// Remove alarm `id` from the window, wherever it is.
+    fn take(&mut self, id: i64) -> Option<InFlight> {
+        let at = self.in_flight.iter().position(|f| f.id == id)?;
+        self.in_flight.remove(at)
+    }
 }
 
 enum Link {
@@ -147,10 +222,9 @@ impl MqttSender {
         let mut connected = false;
         let mut queued: VecDeque<Tag> = VecDeque::new();
         let mut sent: HashMap<u16, Tag> = HashMap::new();
-        let mut in_flight: Option<InFlight> = None;
+        let mut window = Window::new(self.config.in_flight());
         let mut next_status = Instant::now();
         let mut next_count = Instant::now();
-        let mut next_head = None;
         let mut status_changes = self.status.clone();
         let mut retry_at: Option<Instant> = None;
         // Downsampled readings (off unless `readings_every_secs` is set): windows start now;
@@ -168,26 +242,51 @@ impl MqttSender {
             if shutdown.is_cancelled() {
                 break;
             }
-            let mut counted = false;
-            // Read along with the last delivery, if that was the last thing that happened.
-            let prefetched = next_head.take();
-            if connected && in_flight.is_none() {
-                let head = match prefetched {
-                    Some(head) => Ok(head),
-                    None => self.outbox.head().await,
-                };
-                let head = head.map(|(head, pending)| {
-                    self.metrics.outbox_pending.set(channel, "", pending);
-                    counted = true;
-                    head
-                });
-                match head {
-                    Ok(Some(item)) => {
-                        let wait = item.next_attempt_ms - now_millis();
-                        if wait > 0 {
-                            retry_at = Some(Instant::now() + Duration::from_millis(wait as u64));
-                        } else {
+            if window.halted && window.in_flight.is_empty() {
+                window.restart();
+            }
+            // One trip settles what the broker acknowledged and refills the window.
+            let limit = if connected { window.to_read() } else { 0 };
+            let settle = !window.acked.is_empty() && (window.in_flight.is_empty() || !connected);
+            if window.paused_until.is_some_and(|t| Instant::now() >= t) {
+                window.paused_until = None;
+            }
+            let paused = window.paused_until.is_some();
+            let mut drained = false;
+            if (limit > 0 || settle) && !paused {
+                let count = Instant::now() >= next_count;
+                let acked = std::mem::take(&mut window.acked);
+                let settled = acked.len();
+                match self
+                    .outbox
+                    .delivered_then_next(acked, now_millis(), window.last_id, limit, count)
+                    .await
+                {
+                    Ok((items, pending)) => {
+                        window.paused_until = None;
+                        if settled > 0 {
+                            self.metrics
+                                .deliveries
+                                .add(channel, "delivered", settled as u64);
+                        }
+                        if let Some(n) = pending {
+                            self.metrics.outbox_pending.set(channel, "", n);
+                            next_count = Instant::now() + Duration::from_secs(1);
+                        }
+                        if limit > 0 {
+                            window.more = items.len() == limit;
                             retry_at = None;
+                            drained = items.is_empty() && window.in_flight.is_empty();
+                        }
+                        for item in items {
+                            let wait = item.next_attempt_ms - now_millis();
+                            if wait > 0 {
+                                // Waiting out its backoff; nothing after it goes first.
+                                retry_at =
+                                    Some(Instant::now() + Duration::from_millis(wait as u64));
+                                window.more = false;
+                                break;
+                            }
                             queued.push_back(Tag::Alarm(item.id));
                             if let Err(error) = client
                                 .publish(
@@ -200,35 +299,36 @@ impl MqttSender {
                             {
                                 tracing::error!(%error, "Queuing an alarm for MQTT failed.");
                                 queued.pop_back();
-                            } else {
-                                in_flight = Some(InFlight {
-                                    id: item.id,
-                                    event_id: item.event_id,
-                                    attempts: item.attempts,
-                                    deadline: Instant::now() + puback_timeout,
-                                });
+                                window.halted = true;
+                                break;
                             }
+                            window.last_id = item.id;
+                            window.in_flight.push_back(InFlight {
+                                id: item.id,
+                                event_id: item.event_id,
+                                attempts: item.attempts,
+                                deadline: Instant::now() + puback_timeout,
+                            });
                         }
                     }
-                    Ok(None) => {
-                        retry_at = None;
-                        if drain.is_cancelled() {
-                            break;
-                        }
+                    Err(error) => {
+                        // The acknowledged alarms stay pending and go out again from the head
+                        // (at least once); the store gets a second before it is asked again.
+                        tracing::error!(%error, %channel, "Marking delivered notifications, or reading the next, failed; they may be sent again.");
+                        window.halted = true;
+                        window.paused_until = Some(Instant::now() + Duration::from_secs(1));
                     }
-                    Err(error) => tracing::error!(%error, %channel, "Reading the outbox failed."),
                 }
+            }
+            if drained && drain.is_cancelled() {
+                break;
             }
             // Otherwise the gauge is refreshed at most once a second: this loop turns for every
             // packet the broker acknowledges.
-            if !counted
-                && Instant::now() >= next_count
+            if Instant::now() >= next_count
                 && let Ok(n) = self.outbox.pending_count().await
             {
                 self.metrics.outbox_pending.set(channel, "", n);
-                counted = true;
-            }
-            if counted {
                 next_count = Instant::now() + Duration::from_secs(1);
             }
             if connected && Instant::now() >= next_status {
@@ -268,25 +368,31 @@ impl MqttSender {
                 }
                 readings_from = to;
             }
-            if drain.is_cancelled() && !connected {
+            if drain.is_cancelled() && !connected && window.acked.is_empty() {
                 // Nothing can be delivered without a broker; the outbox keeps it for next time.
                 break;
             }
             let mut wake_at = next_status.min(next_readings);
-            if let Some(f) = &in_flight {
+            if let Some(f) = window.in_flight.front() {
                 wake_at = wake_at.min(f.deadline);
             }
-            if let Some(r) = retry_at {
-                wake_at = wake_at.min(r);
+            for t in [retry_at, window.paused_until].into_iter().flatten() {
+                wake_at = wake_at.min(t);
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = drain.cancelled(), if !drain.is_cancelled() => {}
-                () = self.wake.notified() => {}
+                () = drain.cancelled(), if !drain.is_cancelled() => window.more = true,
+                () = self.wake.notified() => window.more = true,
                 Ok(()) = status_changes.changed() => next_status = Instant::now(),
                 () = tokio::time::sleep_until(wake_at) => {
-                    if let Some(f) = in_flight.take_if(|f| Instant::now() >= f.deadline) {
+                    let now = Instant::now();
+                    if retry_at.is_some_and(|t| now >= t) {
+                        retry_at = None;
+                        window.more = true;
+                    }
+                    while let Some(f) = window.pop_expired(now) {
                         self.failed(&f, "no PUBACK in time".to_owned(), backoff_cap).await;
+                        window.halted = true;
                     }
                 }
                 link = rx.recv() => match link {
@@ -296,7 +402,7 @@ impl MqttSender {
                         queued.clear();
                         sent.clear();
                         // Whatever was in flight is sent again on the new connection.
-                        in_flight = None;
+                        window.restart();
                         next_status = Instant::now();
                         tracing::info!(topic = %self.alarms_topic(), "MQTT notifier connected.");
                     }
@@ -307,7 +413,7 @@ impl MqttSender {
                         connected = false;
                         queued.clear();
                         sent.clear();
-                        in_flight = None;
+                        window.restart();
                     }
                     Some(Link::Event(Event::Sent(pkid))) => {
                         if let Some(tag) = queued.pop_front()
@@ -317,27 +423,32 @@ impl MqttSender {
                         }
                     }
                     Some(Link::Event(Event::PubAck { pkid, ok })) => {
-                        match sent.remove(&pkid) {
-                            Some(Tag::Alarm(id)) => {
-                                if let Some(f) = in_flight.take_if(|f| f.id == id) {
-                                    if ok {
-                                        self.metrics.deliveries.inc(channel, "delivered");
-                                        match self.outbox.delivered_then_head(f.id, now_millis()).await {
-                                            Ok(head) => next_head = Some(head),
-                                            Err(error) => tracing::error!(%error, %channel, "Marking a delivered notification, or reading the next, failed; it may be sent again."),
-                                        }
-                                        // The counts changed with this event: refresh the status soon.
-                                        next_status = next_status.min(Instant::now() + Duration::from_millis(200));
-                                    } else {
-                                        self.failed(&f, "broker refused the message".to_owned(), backoff_cap).await;
-                                    }
-                                }
+                        if let Some(Tag::Alarm(id)) = sent.remove(&pkid)
+                            && let Some(f) = window.take(id)
+                        {
+                            if ok {
+                                window.acked.push(f.id);
+                                // The counts changed with this event: refresh the status soon.
+                                next_status = next_status.min(Instant::now() + Duration::from_millis(200));
+                            } else {
+                                self.failed(&f, "broker refused the message".to_owned(), backoff_cap).await;
+                                window.halted = true;
                             }
-                            Some(Tag::Status | Tag::Readings) | None => {}
                         }
                     }
                     Some(Link::Event(_)) => {}
                 }
+            }
+        }
+        if !window.acked.is_empty() {
+            // The broker has these: record it, or they would be sent again after a restart.
+            let acked = std::mem::take(&mut window.acked);
+            if let Err(error) = self
+                .outbox
+                .delivered_then_next(acked, now_millis(), 0, 0, false)
+                .await
+            {
+                tracing::warn!(%error, %channel, "Marking delivered notifications at shutdown failed; they will be sent again.");
             }
         }
         if connected {
@@ -448,5 +559,58 @@ async fn poll(
                 () = tokio::time::sleep(delay) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(w: &mut Window, id: i64, deadline: Instant) {
+        w.last_id = id;
+        w.in_flight.push_back(InFlight {
+            id,
+            event_id: format!("e{id}"),
+            attempts: 0,
+            deadline,
+        });
+    }
+
+    #[test]
+    fn the_window_refills_when_empty_or_half_empty() {
+        let later = Instant::now() + Duration::from_secs(10);
+        let mut w = Window::new(4);
+        assert_eq!(w.to_read(), 4);
+        for id in 1..=3 {
+            sent(&mut w, id, later);
+        }
+        // One free place of four: wait for more acknowledgements.
+        assert_eq!(w.to_read(), 0);
+        w.take(2).unwrap();
+        assert_eq!(w.to_read(), 2);
+        // Nothing more to read until something wakes the sender.
+        w.more = false;
+        assert_eq!(w.to_read(), 0);
+        w.more = true;
+        // A failure stops new sends until the window is empty, then starts from the head.
+        w.halted = true;
+        assert_eq!(w.to_read(), 0);
+        w.restart();
+        assert_eq!((w.to_read(), w.last_id), (4, 0));
+        assert_eq!(Window::new(0).to_read(), 1, "at least one in flight");
+    }
+
+    #[test]
+    fn overdue_alarms_leave_from_the_front_and_acks_from_anywhere() {
+        let now = Instant::now();
+        let mut w = Window::new(8);
+        sent(&mut w, 1, now);
+        sent(&mut w, 2, now + Duration::from_millis(5));
+        sent(&mut w, 3, now + Duration::from_secs(5));
+        assert_eq!(w.take(2).map(|f| f.id), Some(2));
+        assert!(w.take(2).is_none(), "taken once");
+        assert_eq!(w.pop_expired(now).map(|f| f.id), Some(1));
+        assert!(w.pop_expired(now).is_none(), "3 is not due");
+        assert_eq!(w.in_flight.len(), 1);
     }
 }

@@ -76,15 +76,49 @@ impl Outbox {
         self.with(head_of).await
     }
 
-    /// [`Outbox::delivered`], then [`Outbox::head`], in one trip.
-    pub async fn delivered_then_head(
+    /// Marks `delivered` (in one commit), then reads up to `limit` undelivered notifications
+    /// with an id above `after`, oldest first, and how many wait in all: always if `count`,
+    /// else only when the read came back short (then the count is cheap). One trip
+    /// to the blocking pool: a channel with several messages in flight settles a whole window
+    /// of acknowledgements and refills it at once.
+    pub async fn delivered_then_next(
         &self,
-        id: i64,
+        delivered: Vec<i64>,
         at: Millis,
-    ) -> rusqlite::Result<(Option<Pending>, u64)> {
+        after: i64,
+        limit: usize,
+        count: bool,
+    ) -> rusqlite::Result<(Vec<Pending>, Option<u64>)> {
         self.with(move |conn, channel| {
-            mark_delivered(conn, id, at)?;
-            head_of(conn, channel)
+            if !delivered.is_empty() {
+                let tx = conn.unchecked_transaction()?;
+                for id in delivered {
+                    mark_delivered(&tx, id, at)?;
+                }
+                tx.commit()?;
+            }
+            let next = if limit == 0 {
+                Vec::new()
+            } else {
+                static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    format!(
+                        "SELECT {} FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL AND id > ?2 ORDER BY id LIMIT ?3",
+                        Pending::COLUMNS
+                    )
+                });
+                let mut stmt = conn.prepare_cached(&NEXT)?;
+                let rows = stmt.query_map(
+                    params![channel, after, i64::try_from(limit).unwrap_or(i64::MAX)],
+                    Pending::from_row,
+                )?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            let pending = if count || next.len() < limit.max(1) {
+                Some(count_pending(conn, channel)?)
+            } else {
+                None
+            };
+            Ok((next, pending))
         })
         .await
     }
