@@ -77,8 +77,9 @@ impl SinkDb {
         .await
     }
 
-    /// Up to `limit` readings after `after`, in the order they were stored.
-    pub async fn read(&self, after: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
+    /// Up to `limit` readings after `after`, in the order they were stored, and the newest
+    /// reading's id (0 when there is none), in one trip.
+    pub async fn read(&self, after: i64, limit: usize) -> rusqlite::Result<(Vec<Row>, i64)> {
         self.with(move |conn, _| {
             let mut stmt = conn.prepare_cached(
                 "SELECT rowid, point, ts_ms, value, quality FROM readings
@@ -93,16 +94,11 @@ impl SinkDb {
                     quality: r.get(4)?,
                 })
             })?;
-            rows.collect()
-        })
-        .await
-    }
-
-    /// The newest reading's id (0 when there is none).
-    pub async fn newest(&self) -> rusqlite::Result<i64> {
-        self.with(|conn, _| {
-            conn.prepare_cached("SELECT COALESCE(MAX(rowid), 0) FROM readings")?
-                .query_row([], |r| r.get(0))
+            let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let newest = conn
+                .prepare_cached("SELECT COALESCE(MAX(rowid), 0) FROM readings")?
+                .query_row([], |r| r.get(0))?;
+            Ok((rows, newest))
         })
         .await
     }

@@ -95,6 +95,8 @@ impl InfluxSink {
         let mut attempts = 0u32;
         let mut failing_since: Option<tokio::time::Instant> = None;
         let mut waiting_since: Option<tokio::time::Instant> = None;
+        // A short batch read while waiting for batch_max_wait_ms, to be topped up.
+        let mut held: Vec<Row> = Vec::new();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -112,20 +114,25 @@ impl InfluxSink {
                     }
                 },
             };
-            let rows = match db.read(after, limit).await {
-                Ok(rows) => rows,
+            // A short batch waiting for more is kept, and only what came after it is read.
+            let from = held.last().map_or(after, |r| r.rowid);
+            let (mut rows, newest) = match db.read(from, limit.saturating_sub(held.len())).await {
+                Ok(read) => read,
                 Err(error) => {
                     tracing::error!(%error, sink, "Reading readings to forward failed.");
+                    held.clear();
                     if sleep_or_cancel(&shutdown, Duration::from_secs(1)).await {
                         return;
                     }
                     continue;
                 }
             };
-            if let Ok(newest) = db.newest().await {
-                m.backlog
-                    .set(sink, "", newest.saturating_sub(after).max(0) as u64);
+            if !held.is_empty() {
+                held.append(&mut rows);
+                rows = std::mem::take(&mut held);
             }
+            m.backlog
+                .set(sink, "", newest.saturating_sub(after).max(0) as u64);
             let Some(last) = rows.last().map(|r| r.rowid) else {
                 if drain.is_cancelled() {
                     return;
@@ -138,11 +145,12 @@ impl InfluxSink {
                 continue;
             };
             // Batch by size or time: a short batch waits until its first reading has waited
-            // batch_max_wait_ms (it is read again then, with whatever arrived meanwhile).
+            // batch_max_wait_ms (then it is topped up with whatever arrived meanwhile).
             if rows.len() < limit && !drain.is_cancelled() {
                 let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
                 let waited = since.elapsed();
                 if waited < max_wait {
+                    held = rows;
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = drain.cancelled() => {}
