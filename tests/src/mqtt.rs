@@ -392,3 +392,28 @@ impl Sentinel {
         points.as_array()?.iter().find(|p| p["tag"] == tag).cloned()
     }
 }
+
+/// An MQTT device `src` (client id `base`) reading `{base}/v`, and `n` pressure points
+/// `PT-0000`, `PT-0001`, ... taken from `/p0000`, `/p0001`, ... of its JSON, each with a high
+/// limit at 1.0: one [`storm_message`] moves them all at once.
+pub fn storm_plant(base: &str, ingest: u16, n: usize) -> String {
+    let mut toml = format!(
+        "[[devices]]\nname = \"src\"\nprotocol = \"mqtt\"\n\
+         broker = {{ host = \"127.0.0.1\", port = {ingest}, client_id = \"{base}\" }}\n\
+         topics = [\"{base}/v\"]\n\n"
+    );
+    for i in 0..n {
+        toml += &format!(
+            "[[points]]\ntag = \"PT-{i:04}\"\ndevice = \"src\"\nkind = \"pressure\"\n\
+             json_pointer = \"/p{i:04}\"\n\
+             limits = {{ levels = [{{ level = \"H\", setpoint = 1.0, priority = \"high\" }}] }}\n\n"
+        );
+    }
+    toml
+}
+
+/// The message that sets every point of [`storm_plant`] to `value`.
+pub fn storm_message(n: usize, value: f64) -> String {
+    let fields: Vec<String> = (0..n).map(|i| format!("\"p{i:04}\": {value}")).collect();
+    format!("{{{}}}", fields.join(", "))
+}

@@ -954,21 +954,10 @@ async fn mqtt_alarm_storm_arrives_whole_and_in_order_across_a_broker_restart() {
         return;
     };
     let base = unique("storm");
-    let mut points = String::new();
-    for i in 0..POINTS {
-        points += &format!(
-            "[[points]]\ntag = \"PT-{i:03}\"\ndevice = \"src\"\nkind = \"pressure\"\njson_pointer = \"/p{i:03}\"\nlimits = {{ levels = [{{ level = \"H\", setpoint = 1.0, priority = \"high\" }}] }}\n\n"
-        );
-    }
+    let plant = mqtt::storm_plant(&base, ingest, POINTS);
     let config = site(&format!(
         r#"
-[[devices]]
-name = "src"
-protocol = "mqtt"
-broker = {{ host = "127.0.0.1", port = {ingest}, client_id = "{base}" }}
-topics = ["{base}/v"]
-
-{points}
+{plant}
 [notify.mqtt]
 broker = {{ host = "127.0.0.1", port = {port}, reconnect_max_secs = 1 }}
 puback_timeout_ms = 2000
@@ -978,8 +967,7 @@ max_backoff_secs = 1
     // One message that sets every point.
     let topic = format!("{base}/v");
     let set_all = async |v: f64| {
-        let fields: Vec<String> = (0..POINTS).map(|i| format!("\"p{i:03}\": {v}")).collect();
-        let body = format!("{{{}}}", fields.join(", "));
+        let body = mqtt::storm_message(POINTS, v);
         publish(ingest, &topic, body.as_bytes(), 1, false, &[]).await;
     };
     let sub = Subscriber::start(port, "sentinel/v1/mq/alarms", &[]).await;

@@ -67,7 +67,7 @@ struct Window {
     in_flight: VecDeque<InFlight>,
     /// Acknowledged by the broker, not yet marked delivered in the outbox.
     acked: Vec<i64>,
-    /// The newest alarm published on this connection: the next read starts after it.
+    /// The newest alarm published: while any is in flight, the next read starts after it.
     last_id: i64,
     /// A delivery failed: nothing new is published until the window is empty; then the
     /// outbox is read from its head again, so the failed alarm goes first (after its backoff).
@@ -101,17 +101,22 @@ impl Window {
         self.more = true;
     }
 
-    /// How many alarms to read now; 0 for none. The window is refilled when it is empty or
-    /// half empty, so that in a storm one trip settles and refills many at once.
+    /// How many alarms to read now; 0 for none.
     fn to_read(&self) -> usize {
         if self.halted || !self.more {
             return 0;
         }
-        let room = self.max.saturating_sub(self.in_flight.len());
-        if self.in_flight.is_empty() || room * 2 >= self.max {
-            room
-        } else {
+        self.max.saturating_sub(self.in_flight.len())
+    }
+
+    /// Where the next read starts: after the newest alarm in flight, or at the outbox's head
+    /// when nothing is. Reading from the head whenever it can keeps a stale position from
+    /// skipping anything, whatever numbers the store hands out later.
+    fn read_after(&self) -> i64 {
+        if self.in_flight.is_empty() {
             0
+        } else {
+            self.last_id
         }
     }
 
@@ -259,7 +264,7 @@ impl MqttSender {
                 let settled = acked.len();
                 match self
                     .outbox
-                    .delivered_then_next(acked, now_millis(), window.last_id, limit, count)
+                    .delivered_then_next(acked, now_millis(), window.read_after(), limit, count)
                     .await
                 {
                     Ok((items, pending)) => {
@@ -395,48 +400,58 @@ impl MqttSender {
                         window.halted = true;
                     }
                 }
-                link = rx.recv() => match link {
-                    None => break,
-                    Some(Link::Up) => {
-                        connected = true;
-                        queued.clear();
-                        sent.clear();
-                        // Whatever was in flight is sent again on the new connection.
-                        window.restart();
-                        next_status = Instant::now();
-                        tracing::info!(topic = %self.alarms_topic(), "MQTT notifier connected.");
+                link = rx.recv() => {
+                    let Some(first) = link else { break };
+                    // Everything already here is handled before the next trip to the store,
+                    // so a burst of PUBACKs is settled, and the window refilled, in one.
+                    let mut links = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        links.push(more);
                     }
-                    Some(Link::Down(error)) => {
-                        if connected {
-                            tracing::warn!(%error, "MQTT notifier lost the broker; alarms wait in the outbox.");
-                        }
-                        connected = false;
-                        queued.clear();
-                        sent.clear();
-                        window.restart();
-                    }
-                    Some(Link::Event(Event::Sent(pkid))) => {
-                        if let Some(tag) = queued.pop_front()
-                            && pkid != 0
-                        {
-                            sent.insert(pkid, tag);
-                        }
-                    }
-                    Some(Link::Event(Event::PubAck { pkid, ok })) => {
-                        if let Some(Tag::Alarm(id)) = sent.remove(&pkid)
-                            && let Some(f) = window.take(id)
-                        {
-                            if ok {
-                                window.acked.push(f.id);
-                                // The counts changed with this event: refresh the status soon.
-                                next_status = next_status.min(Instant::now() + Duration::from_millis(200));
-                            } else {
-                                self.failed(&f, "broker refused the message".to_owned(), backoff_cap).await;
-                                window.halted = true;
+                    for link in links {
+                        match link {
+                            Link::Up => {
+                                connected = true;
+                                queued.clear();
+                                sent.clear();
+                                // Whatever was in flight is sent again on the new connection.
+                                window.restart();
+                                next_status = Instant::now();
+                                tracing::info!(topic = %self.alarms_topic(), "MQTT notifier connected.");
                             }
+                            Link::Down(error) => {
+                                if connected {
+                                    tracing::warn!(%error, "MQTT notifier lost the broker; alarms wait in the outbox.");
+                                }
+                                connected = false;
+                                queued.clear();
+                                sent.clear();
+                                window.restart();
+                            }
+                            Link::Event(Event::Sent(pkid)) => {
+                                if let Some(tag) = queued.pop_front()
+                                    && pkid != 0
+                                {
+                                    sent.insert(pkid, tag);
+                                }
+                            }
+                            Link::Event(Event::PubAck { pkid, ok }) => {
+                                if let Some(Tag::Alarm(id)) = sent.remove(&pkid)
+                                    && let Some(f) = window.take(id)
+                                {
+                                    if ok {
+                                        window.acked.push(f.id);
+                                        // The counts changed with this event: refresh the status soon.
+                                        next_status = next_status.min(Instant::now() + Duration::from_millis(200));
+                                    } else {
+                                        self.failed(&f, "broker refused the message".to_owned(), backoff_cap).await;
+                                        window.halted = true;
+                                    }
+                                }
+                            }
+                            Link::Event(_) => {}
                         }
                     }
-                    Some(Link::Event(_)) => {}
                 }
             }
         }
@@ -577,17 +592,16 @@ mod tests {
     }
 
     #[test]
-    fn the_window_refills_when_empty_or_half_empty() {
+    fn the_window_refills_what_is_free_after_the_newest_sent() {
         let later = Instant::now() + Duration::from_secs(10);
         let mut w = Window::new(4);
         assert_eq!(w.to_read(), 4);
-        for id in 1..=3 {
+        for id in 1..=4 {
             sent(&mut w, id, later);
         }
-        // One free place of four: wait for more acknowledgements.
-        assert_eq!(w.to_read(), 0);
+        assert_eq!(w.to_read(), 0, "full");
         w.take(2).unwrap();
-        assert_eq!(w.to_read(), 2);
+        assert_eq!((w.to_read(), w.read_after()), (1, 4));
         // Nothing more to read until something wakes the sender.
         w.more = false;
         assert_eq!(w.to_read(), 0);
@@ -612,5 +626,7 @@ mod tests {
         assert_eq!(w.pop_expired(now).map(|f| f.id), Some(1));
         assert!(w.pop_expired(now).is_none(), "3 is not due");
         assert_eq!(w.in_flight.len(), 1);
+        w.take(3).unwrap();
+        assert_eq!(w.read_after(), 0, "an empty window reads from the head");
     }
 }
