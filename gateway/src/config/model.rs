@@ -715,12 +715,7 @@ impl MqttNotify {
     /// broker's window. More than one keeps a storm moving over a slow link (one at a time, a
     /// 100 ms round trip delivers ten alarms a second).
     pub fn in_flight(&self) -> usize {
-        usize::from(
-            self.max_in_flight
-                .unwrap_or(16)
-                .min(self.broker.inflight)
-                .max(1),
-        )
+        usize::from(self.max_in_flight.unwrap_or(16).min(self.broker.inflight))
     }
 }
 

@@ -283,17 +283,17 @@ async fn blocking<T: Send + 'static>(
 /// notice has no attempt yet and a future `next_attempt_ms`; a failed one (attempts > 0) keeps
 /// its place in the queue, so retries stay in order.
 fn next(conn: &Connection, now: Millis) -> rusqlite::Result<(Option<Pending>, Option<Millis>)> {
-    let item = conn
-        .query_row(
-            &format!(
-                "SELECT {} FROM outbox
-                 WHERE channel = ?1 AND delivered_ms IS NULL AND NOT (attempts = 0 AND next_attempt_ms > ?2)
-                 ORDER BY id LIMIT 1",
-                Pending::COLUMNS
-            ),
-            params![EMAIL_CHANNEL, now],
-            Pending::from_row,
+    static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {} FROM outbox
+             WHERE channel = ?1 AND delivered_ms IS NULL AND NOT (attempts = 0 AND next_attempt_ms > ?2)
+             ORDER BY id LIMIT 1",
+            Pending::COLUMNS
         )
+    });
+    let item = conn
+        .prepare_cached(&NEXT)?
+        .query_row(params![EMAIL_CHANNEL, now], Pending::from_row)
         .optional()?;
     let held: Option<Millis> = conn.query_row(
         "SELECT MIN(next_attempt_ms) FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL AND attempts = 0 AND next_attempt_ms > ?2",

@@ -317,8 +317,9 @@ impl MqttSender {
                         }
                     }
                     Err(error) => {
-                        // The acknowledged alarms stay pending and go out again from the head
-                        // (at least once); the store gets a second before it is asked again.
+                        // Acknowledged alarms whose mark did not commit stay pending and go out
+                        // again from the head (at least once); the store gets a second before it
+                        // is asked again.
                         tracing::error!(%error, %channel, "Marking delivered notifications, or reading the next, failed; they may be sent again.");
                         window.halted = true;
                         window.paused_until = Some(Instant::now() + Duration::from_secs(1));

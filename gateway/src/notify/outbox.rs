@@ -97,22 +97,7 @@ impl Outbox {
                 }
                 tx.commit()?;
             }
-            let next = if limit == 0 {
-                Vec::new()
-            } else {
-                static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-                    format!(
-                        "SELECT {} FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL AND id > ?2 ORDER BY id LIMIT ?3",
-                        Pending::COLUMNS
-                    )
-                });
-                let mut stmt = conn.prepare_cached(&NEXT)?;
-                let rows = stmt.query_map(
-                    params![channel, after, i64::try_from(limit).unwrap_or(i64::MAX)],
-                    Pending::from_row,
-                )?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()?
-            };
+            let next = pending_after(conn, channel, after, limit)?;
             let pending = if count || next.len() < limit.max(1) {
                 Some(count_pending(conn, channel)?)
             } else {
@@ -227,17 +212,32 @@ fn count_pending(conn: &Connection, channel: &str) -> rusqlite::Result<u64> {
         .map(|n| n as u64)
 }
 
-fn head_of(conn: &Connection, channel: &str) -> rusqlite::Result<(Option<Pending>, u64)> {
-    static HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// Up to `limit` undelivered notifications of `channel` with an id above `after`, oldest first.
+fn pending_after(
+    conn: &Connection,
+    channel: &str,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Pending>> {
+    static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "SELECT {} FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL ORDER BY id LIMIT 1",
+            "SELECT {} FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL AND id > ?2 ORDER BY id LIMIT ?3",
             Pending::COLUMNS
         )
     });
-    let head = conn
-        .prepare_cached(&HEAD)?
-        .query_row(params![channel], Pending::from_row)
-        .optional()?;
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(&NEXT)?;
+    let rows = stmt.query_map(
+        params![channel, after, i64::try_from(limit).unwrap_or(i64::MAX)],
+        Pending::from_row,
+    )?;
+    rows.collect()
+}
+
+fn head_of(conn: &Connection, channel: &str) -> rusqlite::Result<(Option<Pending>, u64)> {
+    let head = pending_after(conn, channel, 0, 1)?.pop();
     let pending = match head {
         Some(_) => count_pending(conn, channel)?,
         None => 0,
