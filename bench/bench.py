@@ -53,6 +53,7 @@ PY = os.path.join(HERE, ".venv", "bin", "python")
 OUT = os.environ.get("BENCH_OUT", os.path.join(HERE, "out"))
 REPO = os.path.dirname(HERE)
 SENTINEL_BIN = os.environ.get("SENTINEL_BIN", os.path.join(REPO, "target", "release", "sentinel"))
+FLOOR_BIN = os.path.join(REPO, "target", "release", "examples", "io_floor")
 
 
 # ------------------------------------------------------------------ /proc helpers
@@ -330,9 +331,10 @@ def main() -> None:
         rescore(sys.argv[2])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--peer", choices=["sentinel", "python", "python-burst", "nodered"], required=True,
+    ap.add_argument("--peer", choices=["sentinel", "python", "python-burst", "nodered", "floor"], required=True,
                     help="sentinel = the release binary; python = per-device tasks staggered over the interval "
-                         "(--spread 1); python-burst = same script with --spread 0 (all devices polled at the same instant)")
+                         "(--spread 1); python-burst = same script with --spread 0 (all devices polled at the same instant); "
+                         "floor = tests/examples/io_floor.rs, the benchmark's I/O and nothing else (a lower bound)")
     ap.add_argument("--devices", "-D", type=int, required=True)
     ap.add_argument("--registers", "-R", type=int, required=True)
     ap.add_argument("--interval-ms", type=int, default=1000)
@@ -352,7 +354,7 @@ def main() -> None:
     D, R, iv_ms, U = a.devices, a.registers, a.interval_ms, a.units
     if U != 1 and a.peer != "sentinel":
         raise SystemExit("--units is for the sentinel peer only")
-    short = {"sentinel": "sn", "nodered": "nr", "python": "py", "python-burst": "pyb"}[a.peer]
+    short = {"sentinel": "sn", "nodered": "nr", "python": "py", "python-burst": "pyb", "floor": "fl"}[a.peer]
     tag = f"{short}-{D}x{R}{'x' + str(U) + 'u' if U > 1 else ''}-{iv_ms}ms-{int(time.time())}"
     print(f"== {tag}: peer={a.peer} D={D} R={R} units={U} interval={iv_ms}ms warmup={a.warmup}s window={a.window}s",
           flush=True)
@@ -403,6 +405,12 @@ def main() -> None:
                                   "--base-port", str(SIM_PORT), "--mqtt-port", str(MQTT_PORT),
                                   "--write-url", f"{VM}/api/v2/write",
                                   "--spread", "0" if a.peer == "python-burst" else "1"], HERE, env)
+        elif a.peer == "floor":
+            if not os.access(FLOOR_BIN, os.X_OK):
+                raise SystemExit(f"{FLOOR_BIN} missing: cargo build --release -p sentinel-tests --example io_floor")
+            peer = spawn("peer", [FLOOR_BIN, "-D", str(D), "-R", str(R), "--interval", str(iv_ms / 1000.0),
+                                  "--run-tag", tag, "--base-port", str(SIM_PORT), "--mqtt-port", str(MQTT_PORT),
+                                  "--write-url", f"{VM}/api/v2/write"], HERE, env)
         elif a.peer == "nodered":
             nrdir = os.path.join(HERE, "nodered")
             flows = os.path.join(OUT, "run", f"flows_{D}x{R}_{iv_ms}ms.json")

@@ -8,7 +8,7 @@
 # Knobs (environment):
 #   REPS="1 2"                               repetitions of every configuration
 #   CONFIGS="10x20 100x20 300x50"            matrix configurations ("" = skip the matrix)
-#   PEERS="sentinel python-burst python nodered"
+#   PEERS="sentinel python-burst python nodered floor"   floor = the I/O alone (tests/examples/io_floor.rs), a lower bound
 #   WINDOW=60 DRAIN=8                        matrix window and drain, seconds
 #   MAXRATE=1                                0 = skip the max-rate sweep
 #   MR_SENTINEL="20 10" MR_PYTHON="5 3 2" MR_NODERED="50 20 10"   sweep intervals, ms, per peer
@@ -25,7 +25,7 @@ REPO=$(cd .. && pwd)
 export BENCH_OUT=${BENCH_OUT:-$HERE/out}
 REPS=${REPS:-"1 2"}
 CONFIGS=${CONFIGS-"10x20 100x20 300x50"}
-PEERS=${PEERS:-"sentinel python-burst python nodered"}
+PEERS=${PEERS:-"sentinel python-burst python nodered floor"}
 WINDOW=${WINDOW:-60}
 DRAIN=${DRAIN:-8}
 MAXRATE=${MAXRATE:-1}
@@ -63,6 +63,10 @@ if ! (cd "$REPO" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target} cargo bui
   [ -x "$SENTINEL_BIN" ] || { echo "cargo build failed and there is no $SENTINEL_BIN"; exit 1; }
   echo "!! cargo build failed; using the existing $SENTINEL_BIN ($(date -r "$SENTINEL_BIN"))"
 fi
+case " $PEERS " in *" floor "*)
+  echo "== I/O floor (tests/examples/io_floor.rs)"
+  (cd "$REPO" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target} cargo build --release -p sentinel-tests --example io_floor) ;;
+esac
 
 # ---------------------------------------------------------------- 2. ports and services
 free_port() { .venv/bin/python -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }

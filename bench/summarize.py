@@ -13,8 +13,10 @@ import statistics
 from collections import defaultdict
 
 NAMES = {"sentinel": "**Sentinel**", "nodered": "Node-RED", "python": "Python (staggered)",
-         "python-burst": "Python (burst)"}
-ORDER = ["sentinel", "python-burst", "python", "nodered"]
+         "python-burst": "Python (burst)", "floor": "I/O floor (`io_floor`)"}
+ORDER = ["sentinel", "python-burst", "python", "nodered", "floor"]
+# what plants run today; the floor is a lower bound, not a peer
+PEERS = ["python-burst", "python", "nodered"]
 
 
 def fl(x):
@@ -73,22 +75,25 @@ def main():
                       f"| {f(med(rs, 'gap_ms_p99'), 0)} ({reps(rs, 'gap_ms_p99', 0)}) "
                       f"| {ra} / {ex} | {ku} of {len(rs)} | {len(rs)} |")
             sn = matrix.get((d, r, "sentinel"))
-            peers = {p: matrix[(d, r, p)] for p in ORDER[1:] if (d, r, p) in matrix}
+            peers = {p: matrix[(d, r, p)] for p in PEERS if (d, r, p) in matrix}
             if sn and peers:
                 best = min(peers, key=lambda p: med(peers[p], "cpu_s_per_mpoint") or 1e18)
                 cb, cs = med(peers[best], "cpu_s_per_mpoint"), med(sn, "cpu_s_per_mpoint")
                 rb = med(peers.get("nodered", []), "peer_rss_peak_mb") if "nodered" in peers else None
                 rs_ = med(sn, "peer_rss_peak_mb")
                 rmin = min((med(v, "peer_rss_peak_mb") for v in peers.values()), default=None)
+                floor = med(matrix.get((d, r, "floor"), []), "cpu_s_per_mpoint")
                 ratios.append((d, r, NAMES[best], cb / cs if cb and cs else None,
                                rb / rs_ if rb and rs_ else None, rmin / rs_ if rmin and rs_ else None,
-                               med(sn, "gap_ms_p99")))
+                               med(sn, "gap_ms_p99"), cb / 10 if cb else None, floor))
         if ratios:
             print("\n| D×R | better peer (CPU per point) | its CPU per point ÷ Sentinel's | Node-RED RSS ÷ Sentinel's "
-                  "| smallest peer RSS ÷ Sentinel's | Sentinel gap p99 ms |")
-            print("|---|---|---|---|---|---|")
-            for d, r, b, c, m, m2, g in ratios:
-                print(f"| {d}×{r} | {b} | **{f(c)}×** | **{f(m)}×** | {f(m2)}× | {f(g, 0)} |")
+                  "| smallest peer RSS ÷ Sentinel's | Sentinel gap p99 ms | a tenth of the better peer's CPU per point "
+                  "| the I/O floor's CPU per point |")
+            print("|---|---|---|---|---|---|---|---|")
+            for d, r, b, c, m, m2, g, tenth, floor in ratios:
+                print(f"| {d}×{r} | {b} | **{f(c)}×** | **{f(m)}×** | {f(m2)}× | {f(g, 0)} | {f(tenth, 2)} "
+                      f"| {f(floor, 2)} |")
         print("\nContext (median): simulator / VictoriaMetrics / mosquitto CPU %, box busy % of all cores, load average\n")
         print("| D×R | peer | sim | VM | mosquitto | box busy % | load avg 1 min |")
         print("|---|---|---|---|---|---|---|")
