@@ -493,21 +493,27 @@ async fn influx_throttling_too_large_and_server_errors_lose_nothing() {
         (429, vec![("retry-after", "1")], "slow down"),
         (413, vec![], "too large"),
         (503, vec![], "unavailable"),
+        // A bucket that does not exist (yet): a configuration fault, retried, not dead-lettered.
+        (
+            404,
+            vec![],
+            r#"{"code":"not found","message":"bucket \"plant\" not found"}"#,
+        ),
         (413, vec![], "too large"),
     ])
     .await;
     let site = unique_site("influx-retry");
     let sentinel =
         Sentinel::start(&config(&site, device.port, &scripted_upstream_config(&url))).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let (code, dir) = sentinel.terminate().await;
     assert_eq!(code, Some(0));
     device.kill().await;
 
     let requests = up.requests.lock().unwrap().clone();
     assert_eq!(
-        &requests[..4].iter().map(|r| r.0).collect::<Vec<_>>(),
-        &[429, 413, 503, 413]
+        &requests[..5].iter().map(|r| r.0).collect::<Vec<_>>(),
+        &[429, 413, 503, 404, 413]
     );
     // A retry reads again from the cursor: the same first reading, plus whatever arrived.
     assert!(requests[1].1 >= requests[0].1, "{requests:?}");

@@ -227,9 +227,10 @@ impl InfluxSink {
                     let delay = after.unwrap_or_else(|| crate::notify::backoff(attempts, cap));
                     attempts = attempts.saturating_add(1);
                     if failing_since.is_none() || attempts.is_power_of_two() {
-                        let level_error = reason == "auth";
-                        if level_error {
+                        if reason == "auth" {
                             tracing::error!(sink, %error, attempts, retry_in_ms = delay.as_millis() as u64, "Upstream refused the credentials; readings wait in the store.");
+                        } else if reason == "not_found" {
+                            tracing::error!(sink, %error, attempts, retry_in_ms = delay.as_millis() as u64, "Upstream has no such bucket, database or path (check url, org, bucket); readings wait in the store.");
                         } else {
                             tracing::warn!(sink, %error, attempts, retry_in_ms = delay.as_millis() as u64, "Upstream write failed; will retry. Readings wait in the store.");
                         }
@@ -394,6 +395,14 @@ fn classify(status: StatusCode, error: String, retry_after: Option<Duration>) ->
             error,
             after: None,
         },
+        // So is a missing bucket, org or database (or a wrong URL path): every batch would be
+        // refused the same way, so dead-lettering would only move the whole stream aside.
+        // Retry, so that creating the bucket or fixing the URL delivers the readings.
+        404 => Outcome::Retry {
+            reason: "not_found",
+            error,
+            after: None,
+        },
         408 => Outcome::Retry {
             reason: "network_error",
             error,
@@ -491,6 +500,13 @@ mod tests {
         assert!(matches!(
             classify(StatusCode::UNAUTHORIZED, e(), None),
             Outcome::Retry { reason: "auth", .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::NOT_FOUND, e(), None),
+            Outcome::Retry {
+                reason: "not_found",
+                ..
+            }
         ));
         assert!(matches!(
             classify(StatusCode::BAD_REQUEST, e(), None),

@@ -8,7 +8,7 @@ use alert_rules::{PointId, Quality, Reading};
 use rusqlite::Connection;
 use tokio::sync::broadcast;
 
-use super::writer::{enforce_budget, prune, used_bytes};
+use super::writer::{enforce_budget, prune, prune_delivered, used_bytes};
 use super::{WriteBatch, WriterSetup, open_writer, point_ids, spawn_writer};
 use crate::metrics::Metrics;
 
@@ -216,6 +216,94 @@ async fn the_disk_budget_never_drops_the_journal() {
         "over budget, and reported so"
     );
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM journal"), 2000);
+}
+
+#[tokio::test]
+async fn delivered_notifications_past_retention_go_and_pending_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open_writer(dir.path()).unwrap();
+    let before = T0 + 30 * DAY_MS;
+    // 12,000 delivered long ago, 100 delivered recently, 50 never delivered (created long ago).
+    for i in 0..12_150i64 {
+        let delivered = match i {
+            0..12_000 => Some(T0 + i),
+            12_000..12_100 => Some(before + i),
+            _ => None,
+        };
+        conn.execute(
+            "INSERT INTO outbox (channel, event_id, body, created_ms, delivered_ms) VALUES ('mqtt', ?1, 'x', ?2, ?3)",
+            rusqlite::params![format!("e{i}"), T0, delivered],
+        )
+        .unwrap();
+    }
+    // At most a bounded batch per tick, oldest first; three ticks work off the backlog.
+    assert_eq!(prune_delivered(&conn, before).unwrap(), 5_000);
+    assert_eq!(
+        count(&conn, "SELECT MIN(delivered_ms) FROM outbox"),
+        T0 + 5_000
+    );
+    assert_eq!(prune_delivered(&conn, before).unwrap(), 5_000);
+    assert_eq!(prune_delivered(&conn, before).unwrap(), 2_000);
+    assert_eq!(prune_delivered(&conn, before).unwrap(), 0);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM outbox WHERE delivered_ms IS NOT NULL"
+        ),
+        100
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM outbox WHERE delivered_ms IS NULL"
+        ),
+        50
+    );
+}
+
+#[tokio::test]
+async fn dead_letters_go_before_readings_and_with_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    write_through_writer(dir.path(), readings(3, 2_000, T0, 1000), u64::MAX).await;
+    let mut conn = open_writer(dir.path()).unwrap();
+    let stored = count(&conn, "SELECT COUNT(*) FROM readings");
+    let used = used_bytes(&conn).unwrap();
+    // An upstream that refuses every batch: 400 letters of 4 kB each.
+    for i in 0..400i64 {
+        conn.execute(
+            "INSERT INTO dead_letter (sink, first_rowid, last_rowid, points, status, error, body, created_ms)
+             VALUES ('influxdb', ?1, ?1, 10, 400, 'refused', ?2, ?3)",
+            rusqlite::params![i, "y".repeat(4000), T0 + i],
+        )
+        .unwrap();
+    }
+    // Room for the readings and about 200 kB more.
+    let budget = (used + 200 * 1024) * 10 / 9 + 100;
+    let outcome = enforce_budget(&mut conn, budget, T0).unwrap();
+    assert_eq!(outcome.dropped, 0, "no reading goes while letters can");
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM readings"), stored);
+    assert!(outcome.used_bytes <= budget / 10 * 9, "{outcome:?}");
+    let left = count(&conn, "SELECT COUNT(*) FROM dead_letter");
+    assert_eq!(outcome.dead_letters as i64, 400 - left);
+    assert!(left > 0 && left < 400, "{left} left");
+    assert_eq!(
+        count(&conn, "SELECT MIN(created_ms) FROM dead_letter"),
+        T0 + 400 - left,
+        "the oldest went first"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM store_losses WHERE reason = 'disk_budget_dead_letters'"
+        ),
+        1
+    );
+    // Retention takes the letters older than its limit, like the readings they copy.
+    prune(&mut conn, T0 + 395, T0 + DAY_MS).unwrap();
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM dead_letter"),
+        5.min(left)
+    );
 }
 
 fn damage(path: &std::path::Path, from_page: u64, pages: u64) {

@@ -439,10 +439,22 @@ impl Writer {
                 tracing::error!(%error, "Removing readings past retention failed.");
             }
         }
+        match prune_delivered(&self.setup.conn, before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                deleted = n,
+                "Delivered notifications past retention removed."
+            ),
+            Err(error) => {
+                self.setup.metrics.store_errors.inc();
+                tracing::error!(%error, "Removing delivered notifications past retention failed.");
+            }
+        }
     }
 
-    /// Keep the store within its disk budget: past it, drop the oldest readings (never journal,
-    /// alarm or outbox rows) until the live pages use at most 90 % of the budget. Freed pages
+    /// Keep the store within its disk budget: past it, drop the oldest dead letters, then the
+    /// oldest readings (never journal, alarm or outbox rows) until the live pages use at most
+    /// 90 % of the budget. Freed pages
     /// are reused by later writes, so the file stops growing.
     fn enforce_budget(&mut self) {
         let budget = self.setup.disk_budget_bytes;
@@ -456,7 +468,7 @@ impl Writer {
                 // living at its budget (dropping a little every few minutes) stays one standing
                 // alarm instead of one per drop.
                 let checks = &self.setup.metrics.system_checks;
-                if outcome.dropped > 0 || outcome.used_bytes > budget {
+                if outcome.dropped > 0 || outcome.dead_letters > 0 || outcome.used_bytes > budget {
                     checks.set(SystemCheck::DiskBudget, true);
                 } else if outcome.used_bytes < budget / 10 * 8 {
                     checks.set(SystemCheck::DiskBudget, false);
@@ -526,6 +538,11 @@ pub fn prune(conn: &mut Connection, before: Millis, now: Millis) -> rusqlite::Re
         params![before],
     )?;
     n += block_readings as usize;
+    // Refused batches are kept as long as the readings they copy.
+    tx.execute(
+        "DELETE FROM dead_letter WHERE created_ms < ?1",
+        params![before],
+    )?;
     if unforwarded > 0 {
         tx.execute(
             "INSERT INTO store_losses (at_ms, reason, readings, unforwarded, detail) VALUES (?1, 'retention', ?2, ?3, ?4)",
@@ -536,11 +553,32 @@ pub fn prune(conn: &mut Connection, before: Millis, now: Millis) -> rusqlite::Re
     Ok((n as u64, unforwarded as u64))
 }
 
+/// Most delivered notifications removed per retention tick: a store that kept years of them
+/// (before they were pruned) is worked off over a few days, without holding the writer.
+const DELIVERED_PER_PRUNE: i64 = 5_000;
+
+/// Delete notifications delivered before `before`, oldest first, at most
+/// [`DELIVERED_PER_PRUNE`]. A delivered row is only the record that a notice went out: the
+/// event itself stays in the journal, which is never pruned. Nothing queues an event this old
+/// again (alarm events are queued once, in the commit that journals them; escalation tiers and
+/// overdue tickets keep their own progress), so the `(channel, event_id)` guard against
+/// sending twice does not need the row. Undelivered rows are never touched.
+pub fn prune_delivered(conn: &Connection, before: Millis) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "DELETE FROM outbox WHERE id IN
+           (SELECT id FROM outbox WHERE delivered_ms < ?1 ORDER BY id LIMIT ?2)",
+    )?
+    .execute(params![before, DELIVERED_PER_PRUNE])
+    .map(|n| n as u64)
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BudgetOutcome {
     pub used_bytes: u64,
     pub dropped: u64,
     pub unforwarded: u64,
+    /// Dead letters removed (they go before any reading).
+    pub dead_letters: u64,
 }
 
 /// See [`Writer::enforce_budget`].
@@ -557,6 +595,47 @@ pub fn enforce_budget(
         return Ok(out);
     }
     let target = budget / 10 * 9;
+    // Dead letters go first: each is a copy of readings the store holds (or held) anyway, and
+    // an upstream that refuses every batch would otherwise crowd out the history itself.
+    let mut letters = (0i64, 0i64);
+    while out.used_bytes > target {
+        let tx = conn.transaction()?;
+        let (n, points): (i64, i64) = tx.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(points), 0) FROM
+               (SELECT points FROM dead_letter ORDER BY id
+                LIMIT MAX(1, (SELECT COUNT(*) FROM dead_letter) / 20))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if n == 0 {
+            break;
+        }
+        tx.execute(
+            "DELETE FROM dead_letter WHERE id IN (SELECT id FROM dead_letter ORDER BY id LIMIT ?1)",
+            params![n],
+        )?;
+        tx.commit()?;
+        letters = (letters.0 + n, letters.1 + points);
+        out.used_bytes = used_bytes(conn)?;
+    }
+    out.dead_letters = letters.0 as u64;
+    if letters.0 > 0 {
+        tracing::error!(
+            dead_letters = letters.0,
+            points = letters.1,
+            "Store over its disk budget: the oldest dead letters were removed."
+        );
+        conn.execute(
+            "INSERT INTO store_losses (at_ms, reason, readings, unforwarded, detail) VALUES (?1, 'disk_budget_dead_letters', 0, 0, ?2)",
+            params![
+                now,
+                format!(
+                    "{} dead letters ({} refused points, copies of stored readings); budget {budget} bytes",
+                    letters.0, letters.1
+                )
+            ],
+        )?;
+    }
     // Compacted history is older than any row in `readings` and was forwarded: it goes first,
     // a twentieth of the blocks at a time.
     while out.used_bytes > target {
