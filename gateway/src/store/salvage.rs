@@ -10,19 +10,27 @@ use rusqlite::{Connection, ErrorCode, params};
 use super::schema;
 
 /// Tables copied, oldest facts first; `readings` keeps its ids so sink cursors stay valid.
+/// Every table of the schema is here: one left out would be dropped without a word.
 const TABLES: &[&str] = &[
     "meta",
     "points",
     "journal",
     "alarms",
     "outbox",
+    "escalations",
+    "tickets",
+    "ticket_events",
     "sink_cursor",
     "dead_letter",
     "store_losses",
+    "history_blocks",
     "readings",
 ];
 /// Rows copied per statement when a table cannot be copied in one go.
 const RANGE: i64 = 1000;
+/// How far back the day-by-day copy of one point's history blocks goes (ten years).
+const BLOCK_DAYS: i64 = 3660;
+const DAY_MS: i64 = 86_400_000;
 
 /// Errors that mean the file itself is damaged (not a locked or missing file).
 pub fn is_damage(error: &rusqlite::Error) -> bool {
@@ -114,28 +122,65 @@ fn copy_table(conn: &Connection, table: &str) -> (u64, Option<u64>) {
     let whole =
         format!("INSERT OR IGNORE INTO main.{table} ({cols}) SELECT {cols} FROM old.{table}");
     if conn.execute(&whole, []).is_err() {
-        // Undo a partial copy (a failed statement is rolled back by SQLite), then go range by
-        // range: rows on readable pages are kept, the rest are counted as lost.
-        let max: Option<i64> = conn
-            .query_row(&format!("SELECT MAX(rowid) FROM old.{table}"), [], |r| {
-                r.get(0)
-            })
-            .ok()
-            .flatten();
-        if let Some(max) = max {
-            let ranged = format!(
-                "INSERT OR IGNORE INTO main.{table} ({cols}) SELECT {cols} FROM old.{table} WHERE rowid BETWEEN ?1 AND ?2"
-            );
-            let mut start = 0;
-            while start <= max {
-                let _ = conn.execute(&ranged, params![start, start + RANGE - 1]);
-                start += RANGE;
+        if table == "history_blocks" {
+            // No row ids here (WITHOUT ROWID): by key instead.
+            copy_blocks_by_key(conn, &cols);
+        } else {
+            // Undo a partial copy (a failed statement is rolled back by SQLite), then go range by
+            // range: rows on readable pages are kept, the rest are counted as lost.
+            let max: Option<i64> = conn
+                .query_row(&format!("SELECT MAX(rowid) FROM old.{table}"), [], |r| {
+                    r.get(0)
+                })
+                .ok()
+                .flatten();
+            if let Some(max) = max {
+                let ranged = format!(
+                    "INSERT OR IGNORE INTO main.{table} ({cols}) SELECT {cols} FROM old.{table} WHERE rowid BETWEEN ?1 AND ?2"
+                );
+                let mut start = 0;
+                while start <= max {
+                    let _ = conn.execute(&ranged, params![start, start + RANGE - 1]);
+                    start += RANGE;
+                }
             }
         }
     }
     let copied = (count(conn, "main", table) - before).max(0) as u64;
     let lost = old_count.map(|n| (n as u64).saturating_sub(copied));
     (copied, lost)
+}
+
+/// `history_blocks` point by point, and for a point whose blocks cannot all be read, day by day
+/// (a range of its primary key touches only the pages that hold it).
+fn copy_blocks_by_key(conn: &Connection, cols: &str) {
+    let points: Vec<i64> = match conn.prepare("SELECT id FROM main.points") {
+        Ok(mut stmt) => stmt
+            .query_map([], |r| r.get(0))
+            .map(|rows| rows.filter_map(Result::ok).collect())
+            .unwrap_or_default(),
+        Err(_) => return,
+    };
+    let per_point = format!(
+        "INSERT OR IGNORE INTO main.history_blocks ({cols}) SELECT {cols} FROM old.history_blocks WHERE point = ?1"
+    );
+    let per_day = format!(
+        "INSERT OR IGNORE INTO main.history_blocks ({cols}) SELECT {cols} FROM old.history_blocks
+         WHERE point = ?1 AND t_start >= ?2 AND t_start < ?3"
+    );
+    let (Ok(mut whole), Ok(mut daily)) = (conn.prepare(&per_point), conn.prepare(&per_day)) else {
+        return;
+    };
+    let today = drivers::now_millis() / DAY_MS * DAY_MS + DAY_MS;
+    for point in points {
+        if whole.execute(params![point]).is_ok() {
+            continue;
+        }
+        for day in 0..BLOCK_DAYS {
+            let end = today - day * DAY_MS;
+            let _ = daily.execute(params![point, end - DAY_MS, end]);
+        }
+    }
 }
 
 fn count(conn: &Connection, schema: &str, table: &str) -> i64 {

@@ -323,6 +323,20 @@ fn checkpoint(dir: &std::path::Path) {
 async fn a_damaged_store_is_salvaged_and_the_loss_recorded() {
     let dir = tempfile::tempdir().unwrap();
     write_through_writer(dir.path(), readings(3, 20_000, T0, 1000), u64::MAX).await;
+    // The hazard workflow's records live in the same file: they must come through too.
+    {
+        let conn = open_writer(dir.path()).unwrap();
+        conn.execute_batch(
+            "INSERT INTO tickets (id, state, title, description, created_ms, created_by, updated_ms, seq)
+               VALUES (7, 'dispatched', 'Leak at V-101', 'flange', 1, 'safety', 2, 2);
+             INSERT INTO ticket_events (ticket_id, seq, to_state, by, at_ms) VALUES (7, 1, 'open', 'safety', 1);
+             INSERT INTO ticket_events (ticket_id, seq, from_state, to_state, by, at_ms) VALUES (7, 2, 'open', 'dispatched', 'safety', 2);
+             INSERT INTO escalations (alarm_id, chain, raised_ms, next_tier, repeats, last_sent_ms, due_ms, event)
+               VALUES (3, 'tank-farm', 1, 1, 0, 1, 600001, '{}');
+             INSERT INTO history_blocks (point, t_start, t_end, count, data) VALUES (1, 0, 3599000, 3600, x'00');",
+        )
+        .unwrap();
+    }
     checkpoint(dir.path());
     let path = dir.path().join(super::DB_FILE);
     let pages = std::fs::metadata(&path).unwrap().len() / 4096;
@@ -330,6 +344,22 @@ async fn a_damaged_store_is_salvaged_and_the_loss_recorded() {
     damage(&path, pages / 2, 8);
 
     let conn = open_writer(dir.path()).unwrap();
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM tickets WHERE id = 7"), 1);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM ticket_events WHERE ticket_id = 7"
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT next_tier FROM escalations WHERE alarm_id = 3"
+        ),
+        1
+    );
+    assert_eq!(count(&conn, "SELECT SUM(count) FROM history_blocks"), 3600);
     let kept = count(&conn, "SELECT COUNT(*) FROM readings");
     assert!(
         kept > 0 && kept < 60_000,
@@ -356,6 +386,73 @@ async fn a_damaged_store_is_salvaged_and_the_loss_recorded() {
     // The new file works.
     drop(conn);
     write_through_writer(dir.path(), readings(3, 10, T0 + DAY_MS, 1000), u64::MAX).await;
+}
+
+#[tokio::test]
+async fn damaged_history_blocks_are_salvaged_point_by_point_and_day_by_day() {
+    let dir = tempfile::tempdir().unwrap();
+    write_through_writer(dir.path(), readings(3, 10, T0, 1000), u64::MAX).await;
+    {
+        let conn = open_writer(dir.path()).unwrap();
+        let mut insert = conn
+            .prepare("INSERT INTO history_blocks (point, t_start, t_end, count, data) VALUES (?1, ?2, ?3, 3600, ?4)")
+            .unwrap();
+        let ids: Vec<i64> = conn
+            .prepare("SELECT id FROM points")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        // Three points × 1,500 hours of blocks, 600 bytes each: about 2.7 MB of table pages.
+        for &p in &ids {
+            for h in 0..1_500i64 {
+                let t = T0 + h * 3_600_000;
+                insert
+                    .execute(rusqlite::params![p, t, t + 3_599_000, vec![p as u8; 600]])
+                    .unwrap();
+            }
+        }
+    }
+    checkpoint(dir.path());
+    let path = dir.path().join(super::DB_FILE);
+    let pages = std::fs::metadata(&path).unwrap().len() / 4096;
+    damage(&path, pages / 2, 4);
+
+    let conn = open_writer(dir.path()).unwrap();
+    let kept = count(&conn, "SELECT COUNT(*) FROM history_blocks");
+    assert!(
+        kept > 4_000 && kept < 4_500,
+        "most blocks kept, a few lost: {kept}"
+    );
+    // Every point keeps history, on both sides of the damage.
+    for (point, first, last) in conn
+        .prepare("SELECT point, MIN(t_start), MAX(t_start) FROM history_blocks GROUP BY point")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+    {
+        assert_eq!(first, T0, "point {point}");
+        assert_eq!(last, T0 + 1_499 * 3_600_000, "point {point}");
+    }
+    let detail: String = conn
+        .query_row(
+            "SELECT detail FROM store_losses WHERE reason = 'salvage'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        detail.contains(&format!("history_blocks: {kept} copied")),
+        "{detail}"
+    );
 }
 
 #[tokio::test]
