@@ -95,7 +95,8 @@ pub fn message(from: &Mailbox, item_id: &str, e: &Envelope) -> Result<Message, S
 }
 
 impl EmailSender {
-    /// Deliver until `shutdown`; after `drain`, return once the outbox is empty.
+    /// Deliver until `shutdown`; after `drain`, return once nothing more is due (what waits for
+    /// a retry or is held back stays in the outbox for the next start).
     pub async fn run(self, drain: CancellationToken, shutdown: CancellationToken) {
         let channel = EMAIL_CHANNEL;
         let (mailer, from) = match (transport(&self.config), self.config.from.parse::<Mailbox>()) {
@@ -122,7 +123,7 @@ impl EmailSender {
             if shutdown.is_cancelled() {
                 return;
             }
-            let head = match blocking(&conn, |c| next(c, now_millis())).await {
+            let head = match blocking(&conn, move |c| next(c, now_millis(), cap)).await {
                 Ok(h) => h,
                 Err(error) => {
                     tracing::error!(%error, %channel, "Reading the outbox failed.");
@@ -135,12 +136,14 @@ impl EmailSender {
             if let Ok(n) = self.outbox.pending_count().await {
                 self.metrics.outbox_pending.set(channel, "", n);
             }
-            let (item, held_until) = head;
+            let (item, due) = head;
             let Some(item) = item else {
                 if drain.is_cancelled() {
                     return;
                 }
-                let idle = held_until.map_or(IDLE_CHECK, |at| {
+                // At most 5 s at a time: a wall clock stepped back must not turn a retry time
+                // written before the step into hours of silence.
+                let idle = due.map_or(IDLE_CHECK, |at| {
                     Duration::from_millis((at - now_millis()).clamp(0, 5_000) as u64)
                 });
                 tokio::select! {
@@ -151,14 +154,6 @@ impl EmailSender {
                 }
                 continue;
             };
-            let wait = item.next_attempt_ms - now_millis();
-            if wait > 0 {
-                // Woken early by new notices is fine: the head is still this row.
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
-                }
-            }
             let outcome = self.send(&mailer, &from, &item, &conn).await;
             match outcome {
                 Ok(ids) => {
@@ -279,28 +274,46 @@ async fn blocking<T: Send + 'static>(
     .unwrap_or_else(|e| Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
 }
 
-/// The oldest notice that is not held back, and when the earliest held one falls due. A held
-/// notice has no attempt yet and a future `next_attempt_ms`; a failed one (attempts > 0) keeps
-/// its place in the queue, so retries stay in order.
-fn next(conn: &Connection, now: Millis) -> rusqlite::Result<(Option<Pending>, Option<Millis>)> {
+/// The oldest notice that may go now, and when the next waiting one falls due.
+///
+/// A notice waits while it is held back (grouping, quiet hours: no attempt yet and a future
+/// `next_attempt_ms`) or backs off after a failed attempt. One person's notices go in order: a
+/// notice also waits behind an older one to the same contact that is backing off. Other
+/// people's do not: an address the mail server refuses (550 user unknown) must not silence the
+/// rest of the chain, nor must one person's full mailbox.
+///
+/// A retry time further ahead than `cap` (the longest backoff) was written before the wall
+/// clock stepped back: such a notice is due now (see [`super::retry_wait`]). Held-back notices
+/// keep their time: quiet hours are wall-clock hours.
+fn next(
+    conn: &Connection,
+    now: Millis,
+    cap: Duration,
+) -> rusqlite::Result<(Option<Pending>, Option<Millis>)> {
+    let latest_retry = now.saturating_add(cap.as_millis() as Millis);
     static NEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "SELECT {} FROM outbox
-             WHERE channel = ?1 AND delivered_ms IS NULL AND NOT (attempts = 0 AND next_attempt_ms > ?2)
+            "SELECT {} FROM outbox o
+             WHERE channel = ?1 AND delivered_ms IS NULL
+               AND (next_attempt_ms <= ?2 OR (attempts > 0 AND next_attempt_ms > ?3))
+               AND NOT EXISTS (SELECT 1 FROM outbox p
+                 WHERE p.channel = ?1 AND p.delivered_ms IS NULL AND p.id < o.id
+                   AND p.attempts > 0 AND p.next_attempt_ms > ?2 AND p.next_attempt_ms <= ?3
+                   AND json_extract(p.body, '$.contact') = json_extract(o.body, '$.contact'))
              ORDER BY id LIMIT 1",
             Pending::COLUMNS
         )
     });
     let item = conn
         .prepare_cached(&NEXT)?
-        .query_row(params![EMAIL_CHANNEL, now], Pending::from_row)
+        .query_row(params![EMAIL_CHANNEL, now, latest_retry], Pending::from_row)
         .optional()?;
-    let held: Option<Millis> = conn.query_row(
-        "SELECT MIN(next_attempt_ms) FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL AND attempts = 0 AND next_attempt_ms > ?2",
-        params![EMAIL_CHANNEL, now],
-        |r| r.get(0),
-    )?;
-    Ok((item, held))
+    let due: Option<Millis> = conn
+        .prepare_cached(
+            "SELECT MIN(next_attempt_ms) FROM outbox WHERE channel = ?1 AND delivered_ms IS NULL AND next_attempt_ms > ?2",
+        )?
+        .query_row(params![EMAIL_CHANNEL, now], |r| r.get(0))?;
+    Ok((item, due))
 }
 
 /// Undelivered notices of the same group for the same person, other than the head.
@@ -329,5 +342,77 @@ async fn sleep_or_cancel(shutdown: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
         () = shutdown.cancelled() => true,
         () = tokio::time::sleep(d) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: Duration = Duration::from_secs(300);
+
+    fn queue(
+        conn: &Connection,
+        event: &str,
+        contact: &str,
+        attempts: u32,
+        next_attempt_ms: Millis,
+    ) {
+        conn.execute(
+            "INSERT INTO outbox (channel, event_id, body, created_ms, attempts, next_attempt_ms)
+             VALUES (?1, ?2, ?3, 0, ?4, ?5)",
+            params![
+                EMAIL_CHANNEL,
+                event,
+                serde_json::json!({ "contact": contact }).to_string(),
+                attempts,
+                next_attempt_ms
+            ],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_refused_address_delays_only_its_own_contact() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open_writer(dir.path()).unwrap();
+        let now = 1_000_000;
+        queue(&conn, "a1", "zhang", 3, now + 60_000); // refused, backing off
+        queue(&conn, "a2", "zhang", 0, 0); // waits behind a1: one person's notices in order
+        queue(&conn, "b1", "li", 0, 0); // another person: goes now
+        queue(&conn, "c1", "wang", 0, now + 30_000); // held back by grouping
+        let (item, due) = next(&conn, now, CAP).unwrap();
+        assert_eq!(item.unwrap().event_id, "b1");
+        assert_eq!(due, Some(now + 30_000));
+        conn.execute(
+            "UPDATE outbox SET delivered_ms = ?1 WHERE event_id = 'b1'",
+            params![now],
+        )
+        .unwrap();
+        let (item, due) = next(&conn, now, CAP).unwrap();
+        assert!(item.is_none(), "nothing else is due");
+        assert_eq!(due, Some(now + 30_000));
+        // Once a1's retry falls due it goes first, then a2.
+        let later = now + 60_000;
+        assert_eq!(next(&conn, later, CAP).unwrap().0.unwrap().event_id, "a1");
+    }
+
+    #[test]
+    fn a_retry_time_from_before_a_clock_step_back_is_due_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open_writer(dir.path()).unwrap();
+        let now = 10 * 3_600_000;
+        // Failed at 18:00 with a 30 s backoff; the clock is now 10:00.
+        queue(&conn, "a1", "zhang", 1, 18 * 3_600_000 + 30_000);
+        // Held by quiet hours until 18:00: that is wall-clock time, and it keeps it.
+        queue(&conn, "b1", "li", 0, 18 * 3_600_000);
+        let (item, _) = next(&conn, now, CAP).unwrap();
+        assert_eq!(item.unwrap().event_id, "a1");
+        conn.execute(
+            "UPDATE outbox SET delivered_ms = ?1 WHERE event_id = 'a1'",
+            params![now],
+        )
+        .unwrap();
+        assert!(next(&conn, now, CAP).unwrap().0.is_none());
     }
 }

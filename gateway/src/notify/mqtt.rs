@@ -284,11 +284,11 @@ impl MqttSender {
                             drained = items.is_empty() && window.in_flight.is_empty();
                         }
                         for item in items {
-                            let wait = item.next_attempt_ms - now_millis();
-                            if wait > 0 {
+                            let wait =
+                                super::retry_wait(item.next_attempt_ms, now_millis(), backoff_cap);
+                            if !wait.is_zero() {
                                 // Waiting out its backoff; nothing after it goes first.
-                                retry_at =
-                                    Some(Instant::now() + Duration::from_millis(wait as u64));
+                                retry_at = Some(Instant::now() + wait);
                                 window.more = false;
                                 break;
                             }

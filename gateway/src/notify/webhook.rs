@@ -72,8 +72,8 @@ impl WebhookSender {
                 }
                 continue;
             };
-            let wait = item.next_attempt_ms - now_millis();
-            if wait > 0 && sleep_or_cancel(&shutdown, Duration::from_millis(wait as u64)).await {
+            let wait = super::retry_wait(item.next_attempt_ms, now_millis(), cap);
+            if !wait.is_zero() && sleep_or_cancel(&shutdown, wait).await {
                 return;
             }
             let mut request = client
