@@ -9,6 +9,7 @@
 //! |-----------------------------|------------------|-------------------|-----------------------------|
 //! | data                        | the request's    | `Good`/`BadValue` | kept                        |
 //! | Modbus exception            | the request's    | `DeviceException` | kept                        |
+//! | gateway 0x0A/0x0B on all    | all the unit's   | `CommLost`        | kept, unit backs off        |
 //! | timeout                     | all the unit's   | `CommLost`        | see below                   |
 //! | transport error, garbled    | all the unit's   | `CommLost`        | dropped, backoff, new       |
 //! | pipelined turn stalls       | all the unit's   | `CommLost`        | dropped, backoff, new       |
@@ -321,6 +322,8 @@ pub(super) enum Failure {
     Protocol(&'static str),
     #[error("the device answered with a response of the wrong kind")]
     UnexpectedResponse,
+    #[error("the gateway cannot reach the unit (exception {0})")]
+    GatewayTarget(ExceptionCode),
 }
 
 /// What a device answered.
@@ -345,6 +348,9 @@ enum Polled {
     Answered,
     Timeout(Failure),
     Failed(Failure),
+    /// A Modbus gateway answered every read with "path unavailable" or "target failed to
+    /// respond": the link works, the unit behind it does not.
+    Unreachable(Failure),
 }
 
 /// The way out of a poll task: the event channel and the shutdown token.
@@ -507,6 +513,13 @@ async fn poll_link(
                 unit.comm_lost(&failure, io).instrument(span).await?;
                 connection = None;
                 io.sleep(backoff.next_delay()).await?;
+            }
+            Polled::Unreachable(failure) => {
+                // As a silent unit on a working link: its points are lost, the connection
+                // stays, and it is retried on a backoff of its own.
+                unit.comm_lost(&failure, io).instrument(span).await?;
+                let delay = unit.silence.next_delay().max(unit.period);
+                unit.next_due = tokio::time::Instant::now() + delay;
             }
         }
     }
@@ -687,6 +700,10 @@ impl Unit {
                 return Ok(Polled::Failed(failure));
             }
         };
+        if let Some(code) = gateway_cannot_reach(&answers) {
+            DeviceMetrics::inc(&self.metrics.requests_exception);
+            return Ok(Polled::Unreachable(Failure::GatewayTarget(code)));
+        }
         let time = now_millis();
         let now = Instant::now();
         if let Some(down_for) = self.comm.recover(now) {
@@ -993,6 +1010,22 @@ fn worse(a: Quality, b: Quality) -> Quality {
     if rank(b) > rank(a) { b } else { a }
 }
 
+/// The exception when a Modbus gateway answered every read of a turn with 0x0A (no path to the
+/// unit) or 0x0B (the unit did not respond). That is the gateway speaking for a unit that is
+/// gone: communication loss, not a device's refusal of a read.
+fn gateway_cannot_reach(answers: &[(usize, Answer)]) -> Option<ExceptionCode> {
+    let mut code = None;
+    for (_, answer) in answers {
+        match answer {
+            Answer::Exception(
+                c @ (ExceptionCode::GatewayPathUnavailable | ExceptionCode::GatewayTargetDevice),
+            ) => code = Some(*c),
+            _ => return None,
+        }
+    }
+    code
+}
+
 /// One read request, answers classified. Bit responses are padded to whole bytes on the
 /// wire; the padding is cut off here.
 async fn read(ctx: &mut Context, request: &ReadRequest) -> Result<Answer, Failure> {
@@ -1025,7 +1058,7 @@ async fn read(ctx: &mut Context, request: &ReadRequest) -> Result<Answer, Failur
 mod tests {
     use std::net::SocketAddr;
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     use alert_rules::DeviceId;
     use tokio::net::{TcpListener, TcpSocket};
@@ -1060,6 +1093,8 @@ mod tests {
         holding: Arc<Mutex<Vec<u16>>>,
         coils: Vec<bool>,
         short: bool,
+        /// Answer every read as a Modbus gateway whose unit is gone (exception 0x0B).
+        unit_gone: Arc<AtomicBool>,
     }
 
     impl tokio_modbus::server::Service for Plc {
@@ -1070,6 +1105,9 @@ mod tests {
 
         fn call(&self, req: Self::Request) -> Self::Future {
             let range = |a: u16, n: u16| usize::from(a)..usize::from(a) + usize::from(n);
+            if self.unit_gone.load(Ordering::Relaxed) {
+                return std::future::ready(Err(ExceptionCode::GatewayTargetDevice));
+            }
             std::future::ready(match req {
                 Request::ReadHoldingRegisters(a, n) => {
                     let regs = self.holding.lock().unwrap();
@@ -1275,6 +1313,7 @@ mod tests {
             holding: Arc::new(Mutex::new(regs)),
             coils: vec![false, false, true],
             short: false,
+            unit_gone: Arc::default(),
         };
         let listener = listen(0);
         let port = listener.local_addr().unwrap().port();
@@ -1308,6 +1347,43 @@ mod tests {
         assert_eq!(dev.metrics.connects.load(Ordering::Relaxed), 1);
         assert!(dev.metrics.requests_ok.load(Ordering::Relaxed) >= 4);
         assert!(dev.metrics.latency_count.load(Ordering::Relaxed) >= 4);
+        dev.stop().await;
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_gateway_that_cannot_reach_its_unit_is_comm_loss_on_a_kept_connection() {
+        let plc = Plc {
+            holding: Arc::new(Mutex::new(vec![5, 6])),
+            unit_gone: Arc::new(AtomicBool::new(true)),
+            ..Plc::default()
+        };
+        let gone = plc.unit_gone.clone();
+        let listener = listen(0);
+        let port = listener.local_addr().unwrap().port();
+        let server = serve(listener, plc);
+        let points = vec![
+            point(0, Table::Holding, 0, DataType::U16),
+            point(1, Table::Holding, 1, DataType::U16),
+        ];
+        let mut dev = start(settings(port, points, 0));
+
+        let events = dev.during(Duration::from_millis(700)).await;
+        // The unit is unreachable, not refusing a read: comm loss on every point, once, and
+        // the device reported down, never up.
+        assert_eq!(count(&events, 0, Quality::CommLost), 1, "{events:#?}");
+        assert_eq!(count(&events, 1, Quality::CommLost), 1, "{events:#?}");
+        assert_eq!(count(&events, 0, Quality::DeviceException), 0);
+        assert!(statuses(&events, false) >= 1);
+        assert_eq!(statuses(&events, true), 0);
+        // The gateway itself answers: its connection is kept.
+        assert_eq!(dev.metrics.connects.load(Ordering::Relaxed), 1);
+
+        gone.store(false, Ordering::Relaxed);
+        let events = dev.until(|seen| count(seen, 0, Quality::Good) >= 1).await;
+        assert!(statuses(&events, true) >= 1);
+        assert_eq!(readings(&events, 0).last().unwrap().value, 5.0);
+        assert_eq!(dev.metrics.connects.load(Ordering::Relaxed), 1);
         dev.stop().await;
         server.abort();
     }
