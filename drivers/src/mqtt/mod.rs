@@ -13,8 +13,12 @@
 //! | message, value decoded         | `Good` (or the payload's quality field)       |               |
 //! | message, payload bad           | none; counted by reason, logged rate-limited  |               |
 //! | point silent past `stale_after`| last value, `Stale` (once per silence)        |               |
-//! | connected / every second       |                                               | ok            |
-//! | connection lost                | `CommLost`, NaN, once per outage              | not ok        |
+//! | up 5 s, then every second      |                                               | ok            |
+//! | connection lost or refused     | `CommLost`, NaN, once per outage              | not ok        |
+//!
+//! A connection counts as up only after [`STABLE_AFTER`] (5 s): a session the broker ends
+//! sooner counts as a failed attempt, backing off and never reported ok, so a device whose
+//! connection only flaps raises its comm-loss alarm.
 
 pub mod client;
 pub mod metrics;
@@ -23,12 +27,13 @@ pub mod topic;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use alert_rules::{DeviceId, Millis, PointId, Quality, Reading};
 use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -41,7 +46,15 @@ use crate::{FieldEvent, now_millis};
 /// How often the watcher looks for silent points and reports the connection's health.
 const WATCH_TICK: Duration = Duration::from_millis(200);
 /// Device status is reported at most this often while connected.
-const STATUS_EVERY_MS: Millis = 1000;
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// How long a connection must stay up before it counts as healthy: the device is reported ok
+/// and the reconnect backoff starts again from its shortest delay. A broker can accept a
+/// connection and cut it at once, every time (a redelivered QoS 1 or retained message larger
+/// than `max_packet_bytes`, two clients with the same client id); counting the CONNACK alone as
+/// health would reconnect every half second forever and hide the device's silence from the
+/// comm-loss alarm. Short enough that a broker restart is reported ok again within seconds; a
+/// `comm_loss_after_secs` at or below it raises the alarm on every reconnection.
+pub const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// Acknowledgements waiting locally beyond this many are worth a warning (the broker's
 /// in-flight window normally keeps them far fewer).
 const ACKS_WAITING_WARN: usize = 10_000;
@@ -96,17 +109,102 @@ pub struct MqttPoint {
 /// What the ingest task and the watcher share per point.
 #[derive(Debug, Default)]
 struct Clock {
-    /// Arrival time of the last value (wall clock), 0 when none yet.
-    last_seen: AtomicI64,
+    /// Arrival time of the last value ([`Shared::mono`]), 0 when none yet.
+    last_seen: AtomicU64,
     last_value: AtomicU64,
     /// The point has been reported stale (or comm-lost) since its last value.
     marked: AtomicBool,
 }
 
-#[derive(Debug, Default)]
+/// What the ingest task and the watcher share. Intervals (silence, uptime) are measured on the
+/// monotonic clock, never the wall clock: an NTP step backwards would otherwise stop the status
+/// heartbeat (false comm-loss alarms), and a step forwards would mark every point stale at once.
+#[derive(Debug)]
 struct Shared {
-    connected: AtomicBool,
+    /// Origin of the monotonic times below.
+    epoch: Instant,
+    /// When the current connection was made ([`Shared::mono`]), 0 while disconnected.
+    up_since: AtomicU64,
     clocks: Vec<Clock>,
+}
+
+impl Shared {
+    fn new(points: usize, epoch: Instant) -> Shared {
+        Shared {
+            epoch,
+            up_since: AtomicU64::new(0),
+            clocks: (0..points).map(|_| Clock::default()).collect(),
+        }
+    }
+
+    /// Milliseconds from `epoch` to `at`, plus one so that 0 can stand for "never".
+    fn mono(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64 + 1
+    }
+
+    fn connected(&self, at: Instant) {
+        self.up_since.store(self.mono(at), Ordering::Relaxed);
+    }
+
+    /// The connection is gone at `at`: how long it had been up, `None` when there was none.
+    fn disconnected(&self, at: Instant) -> Option<Duration> {
+        let since = self.up_since.swap(0, Ordering::Relaxed);
+        (since != 0).then(|| Duration::from_millis(self.mono(at).saturating_sub(since)))
+    }
+
+    /// The current connection has been up for at least [`STABLE_AFTER`] at `at`.
+    fn stable(&self, at: Instant) -> bool {
+        let since = self.up_since.load(Ordering::Relaxed);
+        since != 0 && self.mono(at).saturating_sub(since) >= STABLE_AFTER.as_millis() as u64
+    }
+}
+
+/// Reconnection bookkeeping, apart from the I/O so that it can be tested alone.
+#[derive(Debug, Default)]
+struct Backoff {
+    /// Failed attempts and short sessions since the last healthy connection: the exponent of
+    /// the reconnect delay.
+    failures: u32,
+    /// Sessions in a row that ended before [`STABLE_AFTER`]; throttles the "Connected" log.
+    short: u32,
+}
+
+/// What to do after a connection attempt failed or a session ended.
+#[derive(Debug, PartialEq, Eq)]
+struct Retry {
+    /// Failures before this one, for [`client::reconnect_delay`].
+    failures: u32,
+    /// The session ended before [`STABLE_AFTER`].
+    short: bool,
+    /// Worth a log line (the first failure, then at powers of two).
+    log: bool,
+    /// First failure of an outage: every point's value becomes unknown.
+    lost: bool,
+}
+
+impl Backoff {
+    /// An attempt failed (`up_for` is `None`) or a session ended after `up_for`.
+    fn on_drop(&mut self, up_for: Option<Duration>) -> Retry {
+        let short = up_for.is_some_and(|d| d < STABLE_AFTER);
+        if short {
+            self.short = self.short.saturating_add(1);
+        } else if up_for.is_some() {
+            (self.failures, self.short) = (0, 0);
+        }
+        let failures = self.failures;
+        self.failures = failures.saturating_add(1);
+        Retry {
+            failures,
+            short,
+            log: failures == 0 || failures.is_power_of_two(),
+            lost: failures == 0,
+        }
+    }
+
+    /// Whether a new connection is worth an info line: not every one of a flapping session.
+    fn log_connect(&self) -> bool {
+        self.short == 0 || self.short.is_power_of_two()
+    }
 }
 
 /// Start the ingest task and its watcher. Both end on `shutdown` or when the engine is gone.
@@ -117,10 +215,7 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let span = info_span!("mqtt", device = %settings.name, device_id = settings.id.0);
-    let shared = Arc::new(Shared {
-        connected: AtomicBool::new(false),
-        clocks: settings.points.iter().map(|_| Clock::default()).collect(),
-    });
+    let shared = Arc::new(Shared::new(settings.points.len(), Instant::now()));
     let watcher = tokio::spawn(
         watch(
             settings.clone(),
@@ -154,8 +249,8 @@ struct Ingest {
     unkeyed: Vec<usize>,
     /// Points with their own topic filter.
     by_topic: Vec<usize>,
-    log_gate: [(Option<tokio::time::Instant>, u64); BadPayload::ALL.len()],
-    clock_log: Option<tokio::time::Instant>,
+    log_gate: [(Option<Instant>, u64); BadPayload::ALL.len()],
+    clock_log: Option<Instant>,
 }
 
 impl Ingest {
@@ -225,7 +320,7 @@ impl Ingest {
                 }
             }
         };
-        let mut failures: u32 = 0;
+        let mut backoff = Backoff::default();
         // Acknowledgements waiting for room in rumqttc's request queue, in order. The event
         // loop takes at most one request per poll while one network read can yield many
         // messages, so the queue can fill; an ack is then kept here, never dropped (a dropped
@@ -247,11 +342,14 @@ impl Ingest {
             };
             match event {
                 Ok(client::Event::Connected { session_present }) => {
-                    failures = 0;
+                    // Not yet healthy: the watcher reports the device ok once the connection
+                    // has lasted STABLE_AFTER, and only then does the backoff start over.
+                    self.shared.connected(Instant::now());
                     self.metrics.connects.fetch_add(1, Ordering::Relaxed);
                     self.metrics.connected.store(1, Ordering::Relaxed);
-                    self.shared.connected.store(true, Ordering::Relaxed);
-                    info!(session_present, broker = %self.s.broker.host, port = self.s.broker.port, "Connected to the MQTT broker.");
+                    if backoff.log_connect() {
+                        info!(session_present, short_sessions = backoff.short, broker = %self.s.broker.host, port = self.s.broker.port, "Connected to the MQTT broker.");
+                    }
                     // Subscribe again on every connection: a broker that lost its state (or a
                     // clean session) would otherwise deliver nothing.
                     for filter in &self.s.filters {
@@ -261,17 +359,6 @@ impl Ingest {
                                 .fetch_add(1, Ordering::Relaxed);
                             error!(%error, %filter, "Queuing a subscription failed.");
                         }
-                    }
-                    if self
-                        .send(FieldEvent::DeviceStatus {
-                            device: self.s.id,
-                            ok: true,
-                            at: now_millis(),
-                        })
-                        .await
-                        .is_err()
-                    {
-                        break;
                     }
                 }
                 Ok(client::Event::Message(message)) => {
@@ -299,17 +386,22 @@ impl Ingest {
                 Err(error) => {
                     // The broker sends unacknowledged messages again on the resumed session.
                     unacked.clear();
-                    let was_connected = self.shared.connected.swap(false, Ordering::Relaxed);
+                    let up_for = self.shared.disconnected(Instant::now());
                     self.metrics.connected.store(0, Ordering::Relaxed);
                     self.metrics
                         .connection_errors
                         .fetch_add(1, Ordering::Relaxed);
-                    let delay = client::reconnect_delay(failures, cap);
-                    if was_connected || failures.is_power_of_two() || failures == 0 {
-                        warn!(%error, attempts = failures + 1, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed; reconnecting.");
+                    let retry = backoff.on_drop(up_for);
+                    let delay = client::reconnect_delay(retry.failures, cap);
+                    let attempts = retry.failures.saturating_add(1);
+                    let retry_in_ms = delay.as_millis() as u64;
+                    if retry.log && retry.short {
+                        let up_ms = up_for.unwrap_or_default().as_millis() as u64;
+                        warn!(%error, up_ms, attempts, retry_in_ms, "The MQTT broker ended the connection soon after accepting it (a message larger than max_packet_bytes? another client with the same client id?); reconnecting with backoff.");
+                    } else if retry.log {
+                        warn!(%error, attempts, retry_in_ms, "MQTT connection failed; reconnecting.");
                     }
-                    failures = failures.saturating_add(1);
-                    if was_connected || failures == 1 {
+                    if retry.lost {
                         if self.lost().await.is_err() {
                             break;
                         }
@@ -330,7 +422,7 @@ impl Ingest {
                 }
             }
         }
-        self.shared.connected.store(false, Ordering::Relaxed);
+        self.shared.disconnected(Instant::now());
         self.metrics.connected.store(0, Ordering::Relaxed);
         // A clean DISCONNECT; unacknowledged messages stay with the broker for the next start.
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
@@ -370,7 +462,7 @@ impl Ingest {
     fn bad(&mut self, reason: BadPayload, topic: &str) {
         self.metrics.bad[reason.index()].fetch_add(1, Ordering::Relaxed);
         let (last, suppressed) = &mut self.log_gate[reason.index()];
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         if last.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
             warn!(%topic, reason = reason.as_str(), suppressed = *suppressed, "Bad MQTT payload ignored.");
             *last = Some(now);
@@ -382,7 +474,7 @@ impl Ingest {
 
     /// Logs a device clock far from ours, at most once per [`LOG_EVERY`].
     fn clock_gate(&mut self, topic: &str, skew_ms: Millis) {
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         if self
             .clock_log
             .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
@@ -476,7 +568,9 @@ impl Ingest {
             };
             let clock = &self.shared.clocks[i];
             clock.last_value.store(value.to_bits(), Ordering::Relaxed);
-            clock.last_seen.store(arrived, Ordering::Relaxed);
+            clock
+                .last_seen
+                .store(self.shared.mono(Instant::now()), Ordering::Relaxed);
             clock.marked.store(false, Ordering::Relaxed);
             self.metrics.readings.fetch_add(1, Ordering::Relaxed);
             let id = point.id;
@@ -502,49 +596,70 @@ async fn watch(
 ) {
     let mut tick = tokio::time::interval(WATCH_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_status: Millis = 0;
+    let mut watcher = Watcher::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = now_millis();
-        if shared.connected.load(Ordering::Relaxed) && now - last_status >= STATUS_EVERY_MS {
-            last_status = now;
-            if out
-                .send(FieldEvent::DeviceStatus {
-                    device: s.id,
-                    ok: true,
-                    at: now,
-                })
-                .await
-                .is_err()
-            {
+        for event in watcher.check(&s, &shared, &metrics, Instant::now(), now_millis()) {
+            if out.send(event).await.is_err() {
                 return;
             }
         }
+    }
+}
+
+/// The watcher's memory between ticks.
+#[derive(Debug, Default)]
+struct Watcher {
+    last_status: Option<Instant>,
+}
+
+impl Watcher {
+    /// What to tell the engine at monotonic time `now`; `wall` only stamps the events.
+    fn check(
+        &mut self,
+        s: &MqttDeviceSettings,
+        shared: &Shared,
+        metrics: &MqttMetrics,
+        now: Instant,
+        wall: Millis,
+    ) -> Vec<FieldEvent> {
+        let mut events = Vec::new();
+        if shared.stable(now)
+            && self
+                .last_status
+                .is_none_or(|t| now.duration_since(t) >= STATUS_EVERY)
+        {
+            self.last_status = Some(now);
+            events.push(FieldEvent::DeviceStatus {
+                device: s.id,
+                ok: true,
+                at: wall,
+            });
+        }
+        let mono = shared.mono(now);
         for (p, clock) in s.points.iter().zip(&shared.clocks) {
             let Some(after) = p.stale_after else { continue };
             let seen = clock.last_seen.load(Ordering::Relaxed);
             if seen == 0
                 || clock.marked.load(Ordering::Relaxed)
-                || now - seen < after.as_millis() as Millis
+                || mono.saturating_sub(seen) < after.as_millis() as u64
             {
                 continue;
             }
             clock.marked.store(true, Ordering::Relaxed);
             metrics.stale_marks.fetch_add(1, Ordering::Relaxed);
             let value = f64::from_bits(clock.last_value.load(Ordering::Relaxed));
-            let reading = Reading {
+            events.push(FieldEvent::Reading(Reading {
                 point: p.id,
-                time: now,
+                time: wall,
                 value,
                 quality: Quality::Stale,
-            };
-            if out.send(FieldEvent::Reading(reading)).await.is_err() {
-                return;
-            }
+            }));
         }
+        events
     }
 }
 
@@ -553,5 +668,205 @@ async fn sleep_or_cancel(shutdown: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
         () = shutdown.cancelled() => true,
         () = tokio::time::sleep(d) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: Duration = Duration::from_secs(30);
+
+    fn settings(stale_after: Option<Duration>) -> MqttDeviceSettings {
+        MqttDeviceSettings {
+            id: DeviceId(7),
+            name: "d".into(),
+            broker: serde_json::from_str(r#"{"host": "127.0.0.1"}"#).unwrap(),
+            client_id: "c".into(),
+            clean_session: false,
+            qos: Qos::AtLeastOnce,
+            filters: vec!["plant/d".into()],
+            template: None,
+            timestamp_pointer: None,
+            timestamp_format: TimestampFormat::Auto,
+            quality_pointer: None,
+            quality_good: Vec::new(),
+            max_payload_bytes: 1024,
+            points: vec![MqttPoint {
+                id: PointId(3),
+                topic: None,
+                key: None,
+                json_pointer: None,
+                stale_after,
+            }],
+        }
+    }
+
+    /// Drives the watcher tick by tick on an injected monotonic clock.
+    struct Rig {
+        s: MqttDeviceSettings,
+        shared: Shared,
+        metrics: MqttMetrics,
+        watcher: Watcher,
+        now: Instant,
+        events: Vec<FieldEvent>,
+    }
+
+    impl Rig {
+        fn new(stale_after: Option<Duration>) -> Rig {
+            let now = Instant::now();
+            Rig {
+                s: settings(stale_after),
+                shared: Shared::new(1, now),
+                metrics: MqttMetrics::default(),
+                watcher: Watcher::default(),
+                now,
+                events: Vec::new(),
+            }
+        }
+
+        /// Let `d` pass on the monotonic clock, the watcher ticking; `wall` stamps the events.
+        fn run(&mut self, d: Duration, wall: Millis) {
+            let until = self.now + d;
+            while self.now < until {
+                self.now += WATCH_TICK;
+                let events =
+                    self.watcher
+                        .check(&self.s, &self.shared, &self.metrics, self.now, wall);
+                self.events.extend(events);
+            }
+        }
+
+        fn oks(&self) -> usize {
+            self.events
+                .iter()
+                .filter(|e| matches!(e, FieldEvent::DeviceStatus { ok: true, .. }))
+                .count()
+        }
+
+        fn stale(&self) -> Vec<&Reading> {
+            self.events
+                .iter()
+                .filter_map(|e| match e {
+                    FieldEvent::Reading(r) if r.quality == Quality::Stale => Some(r),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// What `on_message` records for a value arriving now.
+        fn value_arrives(&self, value: f64) {
+            let clock = &self.shared.clocks[0];
+            clock.last_value.store(value.to_bits(), Ordering::Relaxed);
+            clock
+                .last_seen
+                .store(self.shared.mono(self.now), Ordering::Relaxed);
+            clock.marked.store(false, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_session_cut_right_after_connecting_backs_off_and_is_never_reported_ok() {
+        let mut rig = Rig::new(None);
+        let mut backoff = Backoff::default();
+        let (mut delays, mut lost) = (Vec::new(), 0);
+        for _ in 0..10 {
+            rig.shared.connected(rig.now);
+            rig.run(Duration::from_millis(800), 0);
+            let retry = backoff.on_drop(rig.shared.disconnected(rig.now));
+            assert!(retry.short);
+            lost += usize::from(retry.lost);
+            let delay = client::reconnect_delay(retry.failures, CAP);
+            delays.push(delay);
+            rig.run(delay, 0);
+        }
+        assert_eq!(
+            rig.oks(),
+            0,
+            "a flapping connection must let comm-loss rise"
+        );
+        assert_eq!(lost, 1, "CommLost readings once per outage, not per flap");
+        // 0.5 s doubling with ±20 % jitter: 16 s at the sixth attempt, then the cap.
+        assert!(delays[5] >= Duration::from_secs(12), "{delays:?}");
+        assert!(delays[9] >= Duration::from_secs(24), "{delays:?}");
+    }
+
+    #[test]
+    fn a_connection_that_lasts_is_reported_ok_within_seconds_and_resets_the_backoff() {
+        let mut rig = Rig::new(None);
+        let mut backoff = Backoff::default();
+        for _ in 0..5 {
+            backoff.on_drop(None); // refused while the broker restarts
+        }
+        rig.shared.connected(rig.now);
+        rig.run(STABLE_AFTER - WATCH_TICK, 0);
+        assert_eq!(rig.oks(), 0);
+        rig.run(WATCH_TICK, 0);
+        assert_eq!(rig.oks(), 1, "ok as soon as the connection has lasted");
+        rig.run(Duration::from_secs(10), 0);
+        assert_eq!(rig.oks(), 11, "then the heartbeat every second");
+
+        let retry = backoff.on_drop(rig.shared.disconnected(rig.now));
+        assert_eq!(
+            retry,
+            Retry {
+                failures: 0,
+                short: false,
+                log: true,
+                lost: true
+            }
+        );
+        rig.run(Duration::from_secs(10), 0);
+        assert_eq!(rig.oks(), 11, "no ok while disconnected");
+    }
+
+    #[test]
+    fn logs_are_throttled_while_a_session_flaps() {
+        let mut backoff = Backoff::default();
+        let (mut drops, mut connects) = (0, 0);
+        for _ in 0..1000 {
+            connects += usize::from(backoff.log_connect());
+            drops += usize::from(backoff.on_drop(Some(Duration::from_millis(50))).log);
+        }
+        // The first, then powers of two: 0, 1, 2, 4, …, 512.
+        assert_eq!((connects, drops), (11, 11));
+        backoff.on_drop(Some(STABLE_AFTER));
+        assert!(
+            backoff.log_connect(),
+            "a healthy connection is logged again"
+        );
+    }
+
+    #[test]
+    fn a_backward_wall_clock_step_does_not_stop_the_heartbeat() {
+        let mut rig = Rig::new(None);
+        rig.shared.connected(rig.now);
+        rig.run(STABLE_AFTER, 1_700_000_000_000);
+        assert_eq!(rig.oks(), 1);
+        // NTP corrects a fast RTC by an hour: the engine must still hear from the device.
+        rig.run(Duration::from_secs(10), 1_700_000_000_000 - 3_600_000);
+        assert_eq!(rig.oks(), 11);
+        assert!(matches!(
+            rig.events.last(),
+            Some(FieldEvent::DeviceStatus {
+                at: 1_699_996_400_000,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_forward_wall_clock_step_does_not_mark_points_stale() {
+        let mut rig = Rig::new(Some(Duration::from_secs(10)));
+        rig.value_arrives(4.5);
+        rig.run(Duration::from_secs(1), 1_700_000_000_000);
+        rig.run(Duration::from_secs(8), 1_700_000_000_000 + 3_600_000);
+        assert!(rig.stale().is_empty(), "{:?}", rig.events);
+        // Silence measured on the monotonic clock: stale at 10 s, once.
+        rig.run(Duration::from_secs(5), 1_700_003_600_000);
+        let stale = rig.stale();
+        assert_eq!(stale.len(), 1);
+        assert_eq!((stale[0].value, stale[0].time), (4.5, 1_700_003_600_000));
+        assert_eq!(rig.metrics.stale_marks.load(Ordering::Relaxed), 1);
     }
 }

@@ -353,3 +353,23 @@ fn mqtt_notifier_in_flight_defaults_to_sixteen_within_the_broker_window() {
         assert_eq!(paths(&e), ["notify.mqtt.max_in_flight"], "{e}");
     }
 }
+
+#[test]
+fn an_mqtt_device_needs_a_comm_loss_wait_longer_than_a_connection_takes_to_count_as_up() {
+    let with = |secs: u64| {
+        format!(
+            "{MINIMAL}\n[[devices]]\nname = \"edge\"\nprotocol = \"mqtt\"\nbroker = {{ host = \"127.0.0.1\", port = 1883 }}\ntopics = [\"plant/edge/#\"]\ncomm_loss_after_secs = {secs}\n"
+        )
+    };
+    assert!(load(&with(6)).is_ok());
+    for bad in [0, 1, 5] {
+        let e = load(&with(bad)).unwrap_err();
+        assert!(
+            paths(&e)
+                .iter()
+                .all(|p| p.ends_with("comm_loss_after_secs"))
+                && !e.0.is_empty(),
+            "{e}"
+        );
+    }
+}

@@ -58,8 +58,14 @@ pub(super) fn check_device(
             "0 ends an MQTT 5 session at every disconnect, so messages sent while Sentinel is away are lost; set clean_session = true if that is meant",
         ));
     }
-    if d.comm_loss_after_secs == 0 {
-        errors.push(err(at("comm_loss_after_secs"), "must be at least 1"));
+    let stable = drivers::mqtt::STABLE_AFTER.as_secs();
+    if d.comm_loss_after_secs <= stable {
+        errors.push(err(
+            at("comm_loss_after_secs"),
+            format!(
+                "must be more than {stable}: a broker connection counts as up only once it has lasted {stable} s, so a shorter wait raises the alarm at every start and reconnection"
+            ),
+        ));
     }
 }
 
