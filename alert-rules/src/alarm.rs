@@ -121,15 +121,24 @@ pub enum SystemCheck {
     /// The embedded store reached its disk budget and dropped its oldest readings, so history
     /// is shorter than its retention. Clears when the store is back well under its budget.
     DiskBudget,
+    /// The embedded store cannot commit (a full disk, a failing device): readings are being
+    /// dropped, and alarm records wait in memory, unannounced, until it can. Clears with the
+    /// first commit that succeeds.
+    StoreFailing,
 }
 
 impl SystemCheck {
-    pub const ALL: [SystemCheck; 2] = [SystemCheck::UpstreamRejected, SystemCheck::DiskBudget];
+    pub const ALL: [SystemCheck; 3] = [
+        SystemCheck::UpstreamRejected,
+        SystemCheck::DiskBudget,
+        SystemCheck::StoreFailing,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             SystemCheck::UpstreamRejected => "upstream_rejected",
             SystemCheck::DiskBudget => "disk_budget",
+            SystemCheck::StoreFailing => "store_failing",
         }
     }
 

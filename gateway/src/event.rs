@@ -123,6 +123,9 @@ fn system_message(check: SystemCheck) -> &'static str {
         SystemCheck::DiskBudget => {
             "本地存储已达磁盘配额，最早的读数已被删除 The store reached its disk budget; its oldest readings were dropped"
         }
+        SystemCheck::StoreFailing => {
+            "本地存储无法写入（磁盘已满或故障），读数正在丢失，报警记录暂存内存 The store cannot write (disk full or failing); readings are being dropped and alarm records wait in memory"
+        }
     }
 }
 

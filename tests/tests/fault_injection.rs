@@ -503,6 +503,123 @@ async fn full_disk_keeps_alarms_in_memory_and_recovers() {
     dev.kill().await;
 }
 
+/// The disk stays full for longer than the store writer's queue can hold (65,536 readings:
+/// about 30 s of a fast-polled 120-point device). The engine must not wait on the store: it
+/// keeps ticking and judging, drops readings (counted, reason `store_stalled`) instead of
+/// stalling, raises `store_failing`, and a limit alarm and a communication-loss alarm that
+/// happen after the queue filled are raised in memory. Once space is freed, every alarm
+/// record reaches the journal, which stays whole and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_full_past_the_store_queue_keeps_judging_and_drops_only_readings() {
+    let Some(dev) = PyModbusDevice::start(&[]).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let Some(mount) = Tmpfs::mount(&data_dir, "8m") else {
+        return;
+    };
+    let mut cfg = base("fault-disk-long", None);
+    cfg.push_str(
+        &device("plc", dev.port).replace("poll_interval_ms = 100", "poll_interval_ms = 50"),
+    );
+    for address in 0..120u16 {
+        cfg.push_str(&point(&format!("TT-{address:03}"), "plc", address));
+    }
+    let s = Sentinel::start_in(&cfg, dir).await;
+    wait_for("readings stored", T, || async {
+        (committed_readings(&data_dir).0 > 0).then_some(())
+    })
+    .await;
+    let filler = data_dir.join("filler");
+    assert!(fill(&filler) > 0, "the filler wrote something");
+
+    let store_failing = |alarms: Vec<Value>| {
+        alarms
+            .into_iter()
+            .find(|a| a["kind"] == "system" && a.to_string().contains("store_failing"))
+    };
+    wait_for("the store_failing alarm", T, || async {
+        store_failing(alarms(&s, "active").await)
+    })
+    .await;
+    let stalled = r#"sentinel_readings_dropped_total{reason="store_stalled"}"#;
+    wait_for(
+        "readings dropped once the writer's queue is full",
+        Duration::from_secs(90),
+        || async { s.metric(stalled).await.filter(|n| *n > 0.0) },
+    )
+    .await;
+
+    // The queue is full. The engine still judges, ticks (comm loss is found on a tick) and
+    // answers.
+    dev.write_register(10, 80).await;
+    let limit = wait_for("a limit alarm raised with the queue full", T, || async {
+        alarms(&s, "active")
+            .await
+            .into_iter()
+            .find(|a| a["point"] == "TT-010" && a["kind"] == "limit")
+    })
+    .await;
+    dev.kill().await;
+    let comm = wait_for(
+        "the comm-loss alarm raised with the queue full",
+        T,
+        || async {
+            alarms(&s, "active")
+                .await
+                .into_iter()
+                .find(|a| a["kind"] == "comm_loss")
+        },
+    )
+    .await;
+    let mut s = s;
+    assert!(s.is_running(), "sentinel exited; log:\n{}", s.log());
+    assert!(s.get("/healthz").await["status"] == "ok");
+
+    // Space again: every alarm record reaches the journal, and store_failing clears.
+    std::fs::remove_file(&filler).unwrap();
+    let ids = [&limit, &comm].map(|a| a["alarm_id"].as_i64().unwrap());
+    wait_for(
+        "the held alarm records in the journal",
+        Duration::from_secs(30),
+        || async {
+            let j = journal(&data_dir);
+            ids.iter()
+                .all(|id| j.iter().any(|(a, _, t)| a == id && t == "raised"))
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for("store_failing returned to normal", T, || async {
+        store_failing(alarms(&s, "active").await)
+            .filter(|a| a["state"] == "active_unacked" || a["state"] == "active_acked")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let log = s.log();
+    assert!(
+        !log.contains("panicked"),
+        "a panic with the disk full:\n{log}"
+    );
+    assert!(
+        log.contains("The store's queue is full"),
+        "the drop is logged"
+    );
+    let (code, dir) = s.terminate().await;
+    assert_eq!(code, Some(0));
+    let (ok, text) = journal_verify(&data_dir);
+    assert!(
+        ok,
+        "journal verify after the long disk-full episode: {text}"
+    );
+    assert_journal_whole(&data_dir);
+    drop(mount);
+    drop(dir);
+}
+
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// A device, a webhook receiver and Sentinel under libfaketime, whose wall-clock offset is

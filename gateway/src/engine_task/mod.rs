@@ -26,12 +26,19 @@ pub use views::RiskView;
 use crate::event::{AlarmEventJson, ColourChangeJson, ModeEventJson};
 use crate::metrics::Metrics;
 use crate::plant::Plant;
-use crate::store::{JournalEntry, StoreHandle, WriteBatch};
+use crate::store::{JournalEntry, NotTaken, StoreHandle, WriteBatch};
 
 /// Readings are handed to the store in batches of at most this many.
 const MAX_BATCH: usize = 4096;
 /// Driver messages taken from the field channel at once.
 const FIELD_RUN: usize = 256;
+/// How long a flush may wait for room in the store writer's queue: enough to ride out a slow
+/// commit. A queue still full after this means the store cannot commit at all, and the engine
+/// goes on judging without it (see [`State::flush`]).
+const STORE_PATIENCE: Duration = Duration::from_secs(2);
+/// Alarm, mode and colour records kept in memory while the store cannot take them; past this
+/// many the newest are dropped and counted (about 100 MB).
+const MAX_HELD: usize = 100_000;
 /// At shutdown, how long the engine keeps draining events the drivers already sent.
 const DRAIN_AT_SHUTDOWN: Duration = Duration::from_secs(3);
 /// A difference between wall and monotonic time this large, between two ticks, is a step of the
@@ -101,6 +108,9 @@ impl EngineTask {
             kpi,
             status_dirty: false,
             status_gate: None,
+            held: Vec::new(),
+            waiting: Vec::new(),
+            store_stuck: false,
             last_wall: now_millis(),
             last_mono: std::time::Instant::now(),
             plant,
@@ -121,17 +131,10 @@ impl EngineTask {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                // Everything waiting, in one go: one pass of this loop per reading (15,000 a
-                // second at 300 x 50) cost more than judging them. Alarm events found in a run
-                // are handed to the store right after it.
-                n = field.recv_many(&mut inbox, FIELD_RUN) => {
-                    if n == 0 { break; }
-                    let now = state.clock(&mut engine);
-                    for msg in inbox.drain(..) {
-                        state.on_field(&mut engine, msg, now);
-                    }
-                    if state.must_flush() && !state.flush(None).await { return; }
-                }
+                // Timers and commands come before the field, which a flood (or a backlog
+                // replayed after an outage) can keep ready without a break: ticks raise the
+                // communication-loss alarms and keep the heartbeat, and an operator must be
+                // able to acknowledge. Each fires at most once per its interval.
                 cmd = commands.recv() => if let Some(cmd) = cmd {
                     if !state.on_command(&mut engine, cmd).await { return; }
                 },
@@ -154,7 +157,18 @@ impl EngineTask {
                 _ = status_every.tick() => state.publish_status(&engine),
                 _ = prune.tick() => {
                     let before = now_millis() - retention.as_millis() as Millis;
-                    if state.store.prune(before).await.is_err() { return; }
+                    if state.store.prune(before).is_err() { return; }
+                }
+                // Everything waiting, in one go: one pass of this loop per reading (15,000 a
+                // second at 300 x 50) cost more than judging them. Alarm events found in a run
+                // are handed to the store right after it.
+                n = field.recv_many(&mut inbox, FIELD_RUN) => {
+                    if n == 0 { break; }
+                    let now = state.clock(&mut engine);
+                    for msg in inbox.drain(..) {
+                        state.on_field(&mut engine, msg, now);
+                    }
+                    if state.must_flush() && !state.flush(None).await { return; }
                 }
             }
         }
@@ -187,6 +201,15 @@ struct State {
     /// Set while the batch that changed a colour is not yet committed: a colour announces its
     /// alarms, and an alarm is durable before it is announced, so the status waits.
     status_gate: Option<oneshot::Receiver<()>>,
+    /// Records the store's queue had no room for, oldest first: they go ahead of the next
+    /// batch that fits.
+    held: Vec<JournalEntry>,
+    /// Answered once everything handed to the store before them is committed: commands waiting
+    /// for their record to be durable, and the status gate of a colour change.
+    waiting: Vec<oneshot::Sender<()>>,
+    /// The store's queue stayed full at the last flush: try without waiting until it takes a
+    /// batch again, so that judging and ticking go on.
+    store_stuck: bool,
     plant: Arc<Plant>,
     store: StoreHandle,
     metrics: Arc<Metrics>,
@@ -249,6 +272,8 @@ impl State {
         !self.events.is_empty()
             || !self.modes.is_empty()
             || !self.colours.is_empty()
+            || !self.held.is_empty()
+            || !self.waiting.is_empty()
             || self.batch.readings.len() >= MAX_BATCH
     }
 
@@ -263,7 +288,12 @@ impl State {
         }
         let now = now_millis();
         let mut batch = std::mem::take(&mut self.batch);
-        batch.done = done;
+        // Held records are older than any already in the batch (a reload's, say): first.
+        if !self.held.is_empty() {
+            let mut events = std::mem::take(&mut self.held);
+            events.append(&mut batch.events);
+            batch.events = events;
+        }
         for event in self.events.drain(..) {
             self.risk.on_event(&event, now, &mut self.colours);
             self.kpi.on_event(&event);
@@ -316,29 +346,106 @@ impl State {
                 notify: false,
             });
         }
+        let mut waiting = std::mem::take(&mut self.waiting);
+        waiting.extend(done);
         if colour_changed {
             // The status carries the colour: the uplink and the map should not wait a second.
             self.status_dirty = true;
+            let (tx, rx) = oneshot::channel();
+            self.status_gate = Some(rx);
+            waiting.push(tx);
         }
         self.batch.readings = Vec::with_capacity(batch.readings.len().min(MAX_BATCH));
-        if self.store.write(batch).await.is_err() {
-            tracing::error!("The store writer has stopped; the engine stops too.");
-            return false;
-        }
-        if colour_changed {
-            // Batches commit in order: this empty one is answered once the colour's is durable.
-            let (tx, rx) = oneshot::channel();
-            let barrier = WriteBatch {
-                done: Some(tx),
-                ..WriteBatch::default()
-            };
-            if self.store.write(barrier).await.is_err() {
+        let patience = if self.store_stuck {
+            Duration::ZERO
+        } else {
+            STORE_PATIENCE
+        };
+        // Only a batch with readings shows that the writer is committing again: one without
+        // needs no room for readings, and fits in the queue behind a stuck writer.
+        let has_readings = !batch.readings.is_empty();
+        match self.store.write_within(batch, patience).await {
+            Ok(()) => {
+                if self.store_stuck && has_readings {
+                    self.store_stuck = false;
+                    tracing::warn!("The store takes readings again.");
+                }
+            }
+            Err(NotTaken::Gone) => {
                 tracing::error!("The store writer has stopped; the engine stops too.");
                 return false;
             }
-            self.status_gate = Some(rx);
+            Err(NotTaken::Full(batch)) => {
+                self.hold(batch, waiting);
+                return true;
+            }
+        }
+        if waiting.is_empty() {
+            return true;
+        }
+        // Batches commit in order: this empty one is answered once everything before it is
+        // durable, and answers the waiters.
+        let (tx, rx) = oneshot::channel();
+        let barrier = WriteBatch {
+            done: Some(tx),
+            ..WriteBatch::default()
+        };
+        match self.store.write_within(barrier, patience).await {
+            Ok(()) => {
+                tokio::spawn(async move {
+                    if rx.await.is_ok() {
+                        for w in waiting {
+                            let _ = w.send(());
+                        }
+                    }
+                });
+            }
+            Err(NotTaken::Gone) => {
+                tracing::error!("The store writer has stopped; the engine stops too.");
+                return false;
+            }
+            Err(NotTaken::Full(_)) => {
+                self.waiting = waiting;
+                self.store_stuck = true;
+            }
         }
         true
+    }
+
+    /// The store's queue has stayed full (its writer cannot commit): judging must go on without
+    /// it. The batch's readings are dropped and counted; its alarm, mode and colour records
+    /// wait here, in order, for the next batch that fits, and so do the waiters.
+    fn hold(&mut self, batch: WriteBatch, waiting: Vec<oneshot::Sender<()>>) {
+        let readings = batch.readings.len() as u64;
+        if readings > 0 {
+            let m = &self.metrics.sinks;
+            m.readings_dropped.add("store_stalled", "", readings);
+            m.last_loss_ms.set(now_millis().max(1) as u64);
+        }
+        // A reload's new point list must reach the writer before any reading filed under it.
+        if batch.point_tags.is_some() && self.batch.point_tags.is_none() {
+            self.batch.point_tags = batch.point_tags;
+        }
+        let mut held = batch.events;
+        if held.len() > MAX_HELD {
+            let lost = held.len() - MAX_HELD;
+            held.truncate(MAX_HELD);
+            self.metrics.events_lost.add(lost as u64);
+            tracing::error!(
+                lost,
+                "Too many alarm records wait for the store; the newest are dropped."
+            );
+        }
+        if !self.store_stuck {
+            tracing::error!(
+                readings,
+                records = held.len(),
+                "The store's queue is full: readings are dropped until it takes them again; alarm records wait in memory."
+            );
+        }
+        self.held = held;
+        self.waiting = waiting;
+        self.store_stuck = true;
     }
 }
 

@@ -34,7 +34,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_retry_time_from_before_a_clock_step_waits_at_most_the_cap() {
+    fn a_retry_time_beyond_the_longest_backoff_is_due_now() {
         let cap = Duration::from_secs(60);
         assert_eq!(retry_wait(10_000, 4_000, cap), Duration::from_secs(6));
         assert_eq!(retry_wait(4_000, 10_000, cap), Duration::ZERO);

@@ -16,7 +16,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 pub use schema::GENESIS_HASH;
-pub use writer::{Committed, JournalEntry, StoreHandle, WriteBatch, WriterSetup, spawn_writer};
+pub use writer::{
+    Committed, JournalEntry, NotTaken, StoreHandle, WriteBatch, WriterSetup, spawn_writer,
+};
 
 pub const DB_FILE: &str = "sentinel.db";
 

@@ -645,7 +645,7 @@ async fn the_writer_compacts_between_commits_after_the_hourly_tick() {
     };
     // Two hours long past, then the hourly tick (retention far behind), then ordinary commits.
     write(readings(3, 7200, T0, 1000)).await;
-    handle.prune(0).await.unwrap();
+    handle.prune(0).unwrap();
     for i in 0..10 {
         write(readings(3, 1, T0 + DAY_MS + i * 1000, 1000)).await;
     }

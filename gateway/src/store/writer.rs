@@ -95,22 +95,64 @@ impl StoreHandle {
             .map_err(|_| WriterGone)
     }
 
+    /// Hand a batch to the writer, waiting at most `patience` for room in its queue. A queue
+    /// that stays full means the writer cannot commit (a full disk, a failing device): the
+    /// caller gets the batch back, to go on without it.
+    pub async fn write_within(
+        &self,
+        batch: WriteBatch,
+        patience: Duration,
+    ) -> Result<(), NotTaken> {
+        let n = permits(&batch);
+        let permit = if n > 0 {
+            match tokio::time::timeout(patience, self.room.acquire_many(n)).await {
+                Ok(Ok(permit)) => Some(permit),
+                Ok(Err(_)) => return Err(NotTaken::Gone),
+                Err(_) => return Err(NotTaken::Full(batch)),
+            }
+        } else {
+            None
+        };
+        // Dropping the permit on the way out gives its room back.
+        let slot = match tokio::time::timeout(patience, self.tx.reserve()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return Err(NotTaken::Gone),
+            Err(_) => return Err(NotTaken::Full(batch)),
+        };
+        if let Some(permit) = permit {
+            // Given back by the writer once the batch is committed (or given up at shutdown).
+            permit.forget();
+        }
+        slot.send(StoreMsg::Write(batch));
+        Ok(())
+    }
+
     /// Readings that may still be queued before [`StoreHandle::write`] waits.
     pub fn room_for_readings(&self) -> usize {
         self.room.available_permits()
     }
 
-    pub async fn prune(&self, before: Millis) -> Result<(), WriterGone> {
-        self.tx
-            .send(StoreMsg::Prune { before })
-            .await
-            .map_err(|_| WriterGone)
+    /// Ask for the hourly retention pass. Never waits: with the queue full (the writer cannot
+    /// commit) this hour's pass is skipped; the next one removes the same and more.
+    pub fn prune(&self, before: Millis) -> Result<(), WriterGone> {
+        match self.tx.try_send(StoreMsg::Prune { before }) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(WriterGone),
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("the store writer has stopped")]
 pub struct WriterGone;
+
+/// Why [`StoreHandle::write_within`] did not take a batch.
+pub enum NotTaken {
+    /// No room within the patience given: here is the batch back.
+    Full(WriteBatch),
+    /// The writer has stopped.
+    Gone,
+}
 
 pub struct WriterSetup {
     pub conn: Connection,
@@ -143,6 +185,7 @@ pub fn spawn_writer(
                 setup,
                 compaction: Compaction::default(),
                 room: writer_room,
+                failing: false,
             }
             .run(rx)
         })
@@ -154,6 +197,8 @@ struct Writer {
     setup: WriterSetup,
     compaction: Compaction,
     room: Arc<Semaphore>,
+    /// Commits have kept failing (see [`SystemCheck::StoreFailing`]).
+    failing: bool,
 }
 
 impl Drop for Writer {
@@ -253,6 +298,10 @@ impl Writer {
                     if attempt > 1 {
                         tracing::warn!(attempts = attempt, "Store write succeeded after retrying.");
                     }
+                    if self.failing {
+                        self.failing = false;
+                        metrics.system_checks.set(SystemCheck::StoreFailing, false);
+                    }
                     self.after_commit(batches);
                     return;
                 }
@@ -271,6 +320,12 @@ impl Writer {
                             tracing::error!(readings, events, %error, "Store write abandoned at shutdown; these records are lost.");
                             return;
                         }
+                    }
+                    // Three attempts (over a second) rule out a passing hiccup: from then on
+                    // the engine is told, and raises the store_failing alarm.
+                    if attempt >= 3 && !self.failing {
+                        self.failing = true;
+                        metrics.system_checks.set(SystemCheck::StoreFailing, true);
                     }
                     let pause = Duration::from_millis(200 * u64::from(attempt.min(10)));
                     #[allow(clippy::disallowed_methods)]
