@@ -197,6 +197,7 @@ async fn intake(
     };
     let cap = Duration::from_secs(config.broker.reconnect_max_secs.max(1));
     let mut failures = 0u32;
+    let mut up_since: Option<std::time::Instant> = None;
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => {
@@ -207,10 +208,10 @@ async fn intake(
         };
         match event {
             Ok(Event::Connected { .. }) => {
-                if failures > 0 {
+                if failures > 0 && failures.is_power_of_two() {
                     tracing::info!(failures, "Connected to the regional broker again.");
                 }
-                failures = 0;
+                up_since = Some(std::time::Instant::now());
                 for filter in [&status_filter, &alarms_filter] {
                     if let Err(error) = client.try_subscribe(filter, Qos::AtLeastOnce) {
                         tracing::error!(%error, filter, "Subscribing failed.");
@@ -257,6 +258,14 @@ async fn intake(
             }
             Ok(_) => {}
             Err(error) => {
+                // Only a session that lasted starts the backoff over: one the broker ends at
+                // once (a duplicate client id) would otherwise reconnect as fast as it can.
+                if up_since
+                    .take()
+                    .is_some_and(|t| t.elapsed() >= drivers::mqtt::STABLE_AFTER)
+                {
+                    failures = 0;
+                }
                 failures += 1;
                 let delay = client::reconnect_delay(failures, cap);
                 if failures == 1 || failures.is_power_of_two() {

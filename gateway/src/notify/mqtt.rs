@@ -547,6 +547,7 @@ async fn poll(
     stop: CancellationToken,
 ) {
     let mut failures = 0u32;
+    let mut up_since: Option<Instant> = None;
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,
@@ -554,12 +555,20 @@ async fn poll(
         };
         let link = match event {
             Ok(Event::Connected { .. }) => {
-                failures = 0;
+                up_since = Some(Instant::now());
                 Link::Up
             }
             Ok(e @ (Event::Sent(_) | Event::PubAck { .. })) => Link::Event(e),
             Ok(_) => continue,
             Err(error) => {
+                // Only a session that lasted starts the backoff over: one the broker ends at
+                // once (a duplicate client id) would otherwise reconnect every half second.
+                if up_since
+                    .take()
+                    .is_some_and(|t| t.elapsed() >= drivers::mqtt::STABLE_AFTER)
+                {
+                    failures = 0;
+                }
                 failures = failures.saturating_add(1);
                 Link::Down(error)
             }
