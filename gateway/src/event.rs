@@ -48,9 +48,15 @@ pub struct AlarmEventJson {
     pub alarm: AlarmJson,
 }
 
-/// RFC 3339 with milliseconds, UTC.
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z).
+pub const MAX_RFC3339_MS: Millis = 253_402_300_799_999;
+
+/// RFC 3339 with milliseconds, UTC. Total: a time past year 9999 (a deadline sent in
+/// microseconds, say) is written as the last instant RFC 3339 can hold, because the formatter
+/// refuses it and `to_string` would panic.
 pub fn rfc3339(ms: Millis) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    let ms = ms.clamp(0, MAX_RFC3339_MS);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -240,5 +246,20 @@ impl ColourChangeJson {
             at: rfc3339(c.at),
             alarm_id: c.alarm,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_past_year_9999_are_written_without_a_panic() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
+        // A deadline sent in microseconds by mistake.
+        assert_eq!(rfc3339(1_767_225_600_000_000), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(Millis::MAX), "9999-12-31T23:59:59.999Z");
     }
 }

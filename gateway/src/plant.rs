@@ -54,8 +54,8 @@ impl Plant {
         let e = &config.engine;
         plant.rules = Some(crate::rulebook::build(
             &plant,
-            (e.max_shelve_secs * 1000) as i64,
-            (e.max_out_of_service_hours * 3_600_000) as i64,
+            crate::config::to_ms(e.max_shelve_secs, 1000),
+            crate::config::to_ms(e.max_out_of_service_hours, 3_600_000),
         ));
         plant
     }

@@ -42,10 +42,10 @@ fn limit_rule(l: &Limits) -> LimitRule {
             })
             .collect(),
         deadband: l.deadband,
-        on_delay_ms: l.on_delay_ms as i64,
-        off_delay_ms: l.off_delay_ms as i64,
+        on_delay_ms: crate::config::to_ms(l.on_delay_ms, 1),
+        off_delay_ms: crate::config::to_ms(l.off_delay_ms, 1),
         deadband_pct: l.deadband_pct,
-        realarm_ms: l.realarm_ms.map(|ms| ms as i64),
+        realarm_ms: l.realarm_ms.map(|ms| crate::config::to_ms(ms, 1)),
         latch: l.latch,
     }
 }
@@ -87,11 +87,14 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
             Some(f) if !f.enabled => None,
             Some(f) => Some(FaultRule {
                 priority: f.priority,
-                on_delay_ms: f.on_delay_ms as i64,
+                on_delay_ms: crate::config::to_ms(f.on_delay_ms, 1),
             }),
             None => pack.as_ref().and_then(|(_, r)| r.fault).or(Some(FaultRule {
                 priority: crate::config::FaultConfig::default().priority,
-                on_delay_ms: crate::config::FaultConfig::default().on_delay_ms as i64,
+                on_delay_ms: crate::config::to_ms(
+                    crate::config::FaultConfig::default().on_delay_ms,
+                    1,
+                ),
             })),
         };
         if let Some((_, rules)) = &pack {
@@ -122,10 +125,10 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
         let rate = p.rate.as_ref().map(|r| RateRule {
             max_rise_per_min: r.max_rise_per_min,
             max_fall_per_min: r.max_fall_per_min,
-            window_ms: r.window_ms as i64,
+            window_ms: crate::config::to_ms(r.window_ms, 1),
             priority: r.priority,
-            on_delay_ms: r.on_delay_ms as i64,
-            off_delay_ms: r.off_delay_ms as i64,
+            on_delay_ms: crate::config::to_ms(r.on_delay_ms, 1),
+            off_delay_ms: crate::config::to_ms(r.off_delay_ms, 1),
         });
         let deviation = p
             .deviation
@@ -136,8 +139,8 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
                     max_difference: d.max_difference,
                     deadband: d.deadband,
                     priority: d.priority,
-                    on_delay_ms: d.on_delay_ms as i64,
-                    off_delay_ms: d.off_delay_ms as i64,
+                    on_delay_ms: crate::config::to_ms(d.on_delay_ms, 1),
+                    off_delay_ms: crate::config::to_ms(d.off_delay_ms, 1),
                 }),
                 None => {
                     problems.push(problem(
@@ -164,7 +167,7 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
             deviation: deviation.map(Box::new),
             fault,
             data_interruption: p.data_interruption_after_ms.map(|ms| DataInterruptionRule {
-                after_ms: ms as i64,
+                after_ms: crate::config::to_ms(ms, 1),
                 priority: p.data_interruption_priority,
             }),
             suppress_when,
@@ -194,7 +197,7 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
         .devices
         .iter()
         .map(|d| DeviceRules {
-            comm_loss_after_ms: (d.comm_loss_after_secs() * 1000) as i64,
+            comm_loss_after_ms: crate::config::to_ms(d.comm_loss_after_secs(), 1000),
             comm_loss_priority: d.comm_loss_priority(),
         })
         .collect();
@@ -261,7 +264,7 @@ pub fn build(plant: &Plant, max_shelve_ms: i64, max_out_of_service_ms: i64) -> R
             points: unit_points,
             conditions: unit_conditions,
             devices: unit_devices,
-            hold_ms: (u.hold_secs * 1000) as i64,
+            hold_ms: crate::config::to_ms(u.hold_secs, 1000),
         });
     }
 
@@ -311,9 +314,9 @@ fn compile_condition(
         name: c.name.clone(),
         when,
         priority: c.priority,
-        on_delay_ms: c.on_delay_ms as i64,
-        off_delay_ms: c.off_delay_ms as i64,
-        realarm_ms: c.realarm_ms.map(|ms| ms as i64),
+        on_delay_ms: crate::config::to_ms(c.on_delay_ms, 1),
+        off_delay_ms: crate::config::to_ms(c.off_delay_ms, 1),
+        realarm_ms: c.realarm_ms.map(|ms| crate::config::to_ms(ms, 1)),
         latch: c.latch,
     })
 }

@@ -127,6 +127,8 @@ async fn every_endpoint_with_good_and_bad_input() {
         ("from_ms=abc", 400),
         ("bucket_ms=0", 400),
         ("from_ms=0&to_ms=100000000&bucket_ms=1", 400),
+        // All of time in 1 ms buckets: the bucket count must not wrap past the cap.
+        ("from_ms=0&to_ms=9223372036854775807&bucket_ms=1", 400),
         ("bucket_ms=1000&limit=5", 400),
         ("what=1", 400),
     ] {

@@ -140,7 +140,7 @@ impl Pipeline {
                     continue;
                 }
                 if frame.unit != unit {
-                    return Err(Failure::Protocol("answer from another unit id"));
+                    return Err(Failure::OtherUnit);
                 }
                 answers[index] = Some(to_answer(requests[index], &frame)?);
                 answered(now.duration_since(sent_at[index]));

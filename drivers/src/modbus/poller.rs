@@ -10,7 +10,7 @@
 //! | data                        | the request's    | `Good`/`BadValue` | kept                        |
 //! | Modbus exception            | the request's    | `DeviceException` | kept                        |
 //! | gateway 0x0A/0x0B on all    | all the unit's   | `CommLost`        | kept, unit backs off        |
-//! | timeout                     | all the unit's   | `CommLost`        | see below                   |
+//! | timeout, misaddressed answer| all the unit's   | `CommLost`        | see below                   |
 //! | transport error, garbled    | all the unit's   | `CommLost`        | dropped, backoff, new       |
 //! | pipelined turn stalls       | all the unit's   | `CommLost`        | dropped, backoff, new       |
 //!
@@ -324,6 +324,21 @@ pub(super) enum Failure {
     UnexpectedResponse,
     #[error("the gateway cannot reach the unit (exception {0})")]
     GatewayTarget(ExceptionCode),
+    #[error("answer from another unit id")]
+    OtherUnit,
+}
+
+impl Failure {
+    /// A misaddressed or mismatched answer for this unit, on a link that still frames answers:
+    /// another unit's reply on a shared RS-485 bus, a gateway answering under another unit id.
+    /// It is this unit's fault, as if it were silent, not the link's: on a link where other
+    /// units answer, dropping the connection would starve them all.
+    fn is_unit_fault(&self) -> bool {
+        matches!(
+            self,
+            Failure::Transport(tokio_modbus::Error::Protocol(_)) | Failure::OtherUnit
+        )
+    }
 }
 
 /// What a device answered.
@@ -694,6 +709,10 @@ impl Unit {
             Err(failure @ Failure::Stalled { .. }) => {
                 DeviceMetrics::inc(&self.metrics.requests_timeout);
                 return Ok(Polled::Failed(failure));
+            }
+            Err(failure) if failure.is_unit_fault() => {
+                DeviceMetrics::inc(&self.metrics.requests_transport_error);
+                return Ok(Polled::Timeout(failure));
             }
             Err(failure) => {
                 DeviceMetrics::inc(&self.metrics.requests_transport_error);
@@ -1385,6 +1404,84 @@ mod tests {
         assert_eq!(readings(&events, 0).last().unwrap().value, 5.0);
         assert_eq!(dev.metrics.connects.load(Ordering::Relaxed), 1);
         dev.stop().await;
+        server.abort();
+    }
+
+    /// A Modbus TCP gateway that answers unit 2 under unit id 9 (as a confused serial server
+    /// or a misaddressed RS-485 device does), and units 1 and 3 properly.
+    fn serve_misaddressing(listener: TcpListener) -> JoinHandle<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut req = [0u8; 12];
+                    while stream.read_exact(&mut req).await.is_ok() {
+                        let unit = req[6];
+                        let count = u16::from_be_bytes([req[10], req[11]]);
+                        let mut answer = vec![req[0], req[1], 0, 0];
+                        answer.extend_from_slice(&(3 + 2 * count).to_be_bytes());
+                        answer.extend([if unit == 2 { 9 } else { unit }, 3, (2 * count) as u8]);
+                        for _ in 0..count {
+                            answer.extend_from_slice(&u16::from(unit * 10).to_be_bytes());
+                        }
+                        if stream.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_misaddressed_unit_on_a_shared_link_does_not_starve_the_others() {
+        let listener = listen(0);
+        let port = listener.local_addr().unwrap().port();
+        let server = serve_misaddressing(listener);
+        let units: Vec<DeviceSettings> = (1..=3u8)
+            .map(|unit| DeviceSettings {
+                id: DeviceId(u32::from(unit)),
+                unit_id: unit,
+                ..settings(
+                    port,
+                    vec![point(u32::from(unit), Table::Holding, 0, DataType::U16)],
+                    0,
+                )
+            })
+            .collect();
+        let (tx, mut rx) = mpsc::channel(64);
+        let metrics: Vec<Arc<DeviceMetrics>> = (0..3).map(|_| Arc::default()).collect();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run_link(
+            Arc::new(Link {
+                endpoint: units[0].endpoint.clone(),
+                units,
+            }),
+            tx,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let mut seen = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_millis(1_500), async {
+            while let Some(e) = rx.recv().await {
+                seen.push(e);
+            }
+        })
+        .await;
+        // Units 1 and 3 are read every cycle (100 ms); unit 2 is comm-lost, once.
+        assert!(count(&seen, 1, Quality::Good) >= 8, "{seen:#?}");
+        assert!(count(&seen, 3, Quality::Good) >= 8, "{seen:#?}");
+        assert!(
+            readings(&seen, 3)
+                .iter()
+                .all(|r| r.value == 30.0 || r.value.is_nan())
+        );
+        assert_eq!(count(&seen, 2, Quality::CommLost), 1, "{seen:#?}");
+        assert_eq!(count(&seen, 2, Quality::Good), 0);
+        // The gateway is working: one connection throughout.
+        assert_eq!(metrics[0].connects.load(Ordering::Relaxed), 1);
+        shutdown.cancel();
+        let _ = task.await;
         server.abort();
     }
 

@@ -459,7 +459,9 @@ async fn history(
         if q.limit.is_some() {
             return Err(bad_request("give limit or bucket_ms, not both"));
         }
-        let buckets = (to - from) / bucket_ms + 1;
+        // Checked: from 0 to i64::MAX in 1 ms buckets would wrap below the cap in a release
+        // build and go through.
+        let buckets = ((to - from) / bucket_ms).saturating_add(1);
         if buckets > MAX_BUCKETS {
             return Err(bad_request(format!(
                 "{buckets} buckets of {bucket_ms} ms; at most {MAX_BUCKETS}: widen bucket_ms or narrow the range"

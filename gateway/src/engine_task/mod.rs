@@ -136,6 +136,15 @@ impl EngineTask {
                 // communication-loss alarms and keep the heartbeat, and an operator must be
                 // able to acknowledge. Each fires at most once per its interval.
                 cmd = commands.recv() => if let Some(cmd) = cmd {
+                    if matches!(cmd, Command::Reload { .. }) {
+                        // The drivers were stopped before the reload was sent: what they read
+                        // under the old configuration is in the channel, and its point and
+                        // device numbers are the old ones. Judge it all before the swap.
+                        let now = state.clock(&mut engine);
+                        while let Ok(msg) = field.try_recv() {
+                            state.on_field(&mut engine, msg, now);
+                        }
+                    }
                     if !state.on_command(&mut engine, cmd).await { return; }
                 },
                 _ = tick.tick() => {

@@ -67,7 +67,7 @@ pub async fn run(
         tsdb_queue.clone(),
         shutdown.clone(),
     ));
-    let offline_after_ms = (config.offline_after_secs * 1000) as i64;
+    let offline_after_ms = crate::config::to_ms(config.offline_after_secs, 1000);
     let watch_region = Arc::clone(&region);
     let watch_stop = shutdown.clone();
     let watch_queue = tsdb_queue.clone();

@@ -531,7 +531,8 @@ impl Router {
         let alarm_id = event["alarm_id"].as_u64().unwrap_or(0);
         let (ack_url, link_expires) = match &config.notify.public_url {
             Some(base) => {
-                let expires = now / 1000 + config.security.link_ttl_secs as i64;
+                let expires =
+                    now / 1000 + crate::config::to_ms(config.security.link_ttl_secs, 1000) / 1000;
                 let token = super::signing::ack_token(
                     &self.setup.link_secret,
                     &super::signing::AckClaim {

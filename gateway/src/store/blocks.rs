@@ -234,12 +234,15 @@ fn write_samples(
     Ok(())
 }
 
-/// Samples of one point in `[from, to]` from the blocks, oldest first.
+/// Samples of one point in `[from, to]` from the blocks, oldest first; blocks are decoded
+/// only until `limit` samples are in hand (a month of 1 Hz history is 2.6 million samples,
+/// which one request must not hold in memory when it asked for a few).
 pub fn read(
     conn: &Connection,
     point: i64,
     from: Millis,
     to: Millis,
+    limit: usize,
 ) -> rusqlite::Result<Vec<Sample>> {
     let mut stmt = conn.prepare_cached(
         "SELECT data FROM history_blocks WHERE point = ?1 AND t_start <= ?3 AND t_end >= ?2 ORDER BY t_start",
@@ -247,6 +250,9 @@ pub fn read(
     let blobs = stmt.query_map(params![point, from, to], |r| r.get::<_, Vec<u8>>(0))?;
     let mut out = Vec::new();
     for blob in blobs {
+        if out.len() >= limit {
+            break;
+        }
         let samples = decode(&blob?).map_err(codec_error)?;
         out.extend(
             samples

@@ -243,7 +243,9 @@ pub fn history(
         return Ok(Vec::new());
     };
     let quality = |q: u8| alert_rules::Quality::from_code(q).map_or("unknown", |q| q.as_str());
-    let mut out: Vec<StoredReading> = blocks::read(conn, point, from, to)?
+    // Blocks come oldest first: the first `limit` of them and the first `limit` raw rows hold
+    // the first `limit` readings overall.
+    let mut out: Vec<StoredReading> = blocks::read(conn, point, from, to, limit as usize)?
         .into_iter()
         .map(|s| StoredReading {
             ts_ms: s.ts_ms,

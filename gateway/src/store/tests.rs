@@ -525,6 +525,18 @@ async fn compaction_keeps_every_value_exactly_and_waits_for_the_sink() {
         (1..=5).map(|i| T0 + i * 1000).collect::<Vec<_>>()
     );
     assert_eq!(super::history(&conn, "B", T0, now, 7).unwrap().len(), 7);
+    // Blocks are decoded only until the limit is in hand: one hour's block, not six.
+    let b: i64 = conn
+        .query_row("SELECT id FROM points WHERE tag = 'B'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        super::blocks::read(&conn, b, T0, now, 7).unwrap().len(),
+        3600
+    );
+    assert_eq!(
+        super::history(&conn, "B", T0, now, 7).unwrap()[6].ts_ms,
+        T0 + 6000
+    );
     let bytes: i64 = count(&conn, "SELECT SUM(LENGTH(data)) FROM history_blocks");
     assert!(
         bytes < 3 * 6 * 3600 * 4,
@@ -743,6 +755,13 @@ async fn the_writer_queue_is_bounded_in_readings_and_gives_the_room_back() {
         .unwrap();
     committed.await.unwrap();
     assert_eq!(metrics.readings_stored.get(), total as u64);
+    // The room comes back right after the commit that answered `done`: wait for it, briefly.
+    for _ in 0..100 {
+        if handle.room_for_readings() == QUEUED_READINGS {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(handle.room_for_readings(), QUEUED_READINGS);
     drop(handle);
     tokio::task::spawn_blocking(move || thread.join().unwrap())

@@ -90,6 +90,8 @@ pub enum MoveError {
     DispatchNeedsAssignee,
     #[error("the deadline must be in the future")]
     DeadlineInPast,
+    #[error("the deadline is more than ten years away (milliseconds since 1970 are expected)")]
+    DeadlineTooFar,
     #[error("{0} needs a comment saying what was done or found")]
     CommentRequired(&'static str),
     #[error("the person who rectified a hazard ({0}) cannot verify it")]
@@ -125,6 +127,12 @@ pub fn check(from: TicketState, m: &Move<'_>, rectified_by: Option<&str>) -> Res
             },
         });
     }
+    // Ten years of rectification is no deadline: most likely microseconds sent for milliseconds.
+    if m.deadline
+        .is_some_and(|d| d > m.at.saturating_add(TEN_YEARS_MS))
+    {
+        return Err(MoveError::DeadlineTooFar);
+    }
     let has_comment = m.comment.is_some_and(|c| !c.trim().is_empty());
     match m.to {
         TicketState::Dispatched => {
@@ -154,6 +162,8 @@ pub fn check(from: TicketState, m: &Move<'_>, rectified_by: Option<&str>) -> Res
     }
     Ok(())
 }
+
+const TEN_YEARS_MS: Millis = 3_653 * 86_400_000;
 
 /// Overdue: a deadline passed while work is owed.
 pub fn overdue(state: TicketState, deadline: Option<Millis>, now: Millis) -> bool {
@@ -214,6 +224,12 @@ mod tests {
             ..mv(Dispatched, "x")
         };
         assert_eq!(check(Found, &late, None), Err(MoveError::DeadlineInPast));
+        let micros = Move {
+            assignee: Some("li"),
+            deadline: Some(1_767_225_600_000_000),
+            ..mv(Dispatched, "x")
+        };
+        assert_eq!(check(Found, &micros, None), Err(MoveError::DeadlineTooFar));
         let silent = Move {
             comment: None,
             ..mv(Rectified, "li")

@@ -100,7 +100,10 @@ fn beijing(rfc: &str) -> String {
     match parse_ms(rfc) {
         Some(ms) => {
             let t = std::time::UNIX_EPOCH
-                + std::time::Duration::from_millis((ms + 8 * 3_600_000).max(0) as u64);
+                + std::time::Duration::from_millis(
+                    ms.saturating_add(8 * 3_600_000)
+                        .clamp(0, crate::event::MAX_RFC3339_MS) as u64,
+                );
             let s = humantime::format_rfc3339_seconds(t).to_string();
             s.trim_end_matches('Z').replace('T', " ")
         }
