@@ -198,6 +198,7 @@ async fn intake(
     let cap = Duration::from_secs(config.broker.reconnect_max_secs.max(1));
     let mut failures = 0u32;
     let mut up_since: Option<std::time::Instant> = None;
+    let mut refused_sites = 0u64;
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => {
@@ -240,6 +241,18 @@ async fn intake(
                     tracing::warn!(topic, "A site sent a message that is not JSON; ignored.");
                     continue;
                 };
+                if !lock(&region).accepts(site) {
+                    refused_sites += 1;
+                    if refused_sites.is_power_of_two() {
+                        tracing::warn!(
+                            site,
+                            refused = refused_sites,
+                            max = state::MAX_SITES,
+                            "A message from one site too many; ignored."
+                        );
+                    }
+                    continue;
+                }
                 let now = now_millis();
                 let change = match kind {
                     "status" => lock(&region).on_status(site, value, now),

@@ -16,6 +16,12 @@ const QUALITY_WINDOW: usize = 24 * 60;
 const SEEN_IDS: usize = 2048;
 /// Acknowledgement delays remembered per site for the average.
 const ACK_SAMPLES: usize = 256;
+/// Sites a region keeps; messages from more are refused. Any topic under the prefix names a
+/// site, so without a bound a misconfigured or hostile publisher grows the hub without end.
+pub const MAX_SITES: usize = 10_000;
+/// Open alarms kept per site; past this the oldest (lowest id) goes, so that raises whose
+/// clears were lost cannot grow the hub for ever.
+const MAX_OPEN_ALARMS: usize = 10_000;
 
 #[derive(Debug, Default)]
 pub struct Site {
@@ -169,6 +175,11 @@ impl Region {
         r
     }
 
+    /// Whether a message from `id` may be taken: a known site, or room for one more.
+    pub fn accepts(&self, id: &str) -> bool {
+        self.sites.contains_key(id) || self.sites.len() < MAX_SITES
+    }
+
     fn site(&mut self, id: &str) -> &mut Site {
         self.sites.entry(id.to_owned()).or_insert_with(|| Site {
             meta: SiteMeta {
@@ -294,6 +305,9 @@ impl Region {
                 site.alarms.remove(&alarm_id);
             } else {
                 site.alarms.insert(alarm_id, event);
+                if site.alarms.len() > MAX_OPEN_ALARMS {
+                    site.alarms.pop_first();
+                }
             }
         }
         change
@@ -479,6 +493,33 @@ mod tests {
     fn event(id: &str, alarm: u64, seq: u64, transition: &str, state: &str) -> Value {
         json!({"id": id, "alarm_id": alarm, "seq": seq, "transition": transition, "state": state,
                "raised_at": "2026-01-01T00:00:00.000Z", "acked_at": "2026-01-01T00:00:30.000Z"})
+    }
+
+    #[test]
+    fn sites_and_their_open_alarms_are_bounded() {
+        let mut r = Region::default();
+        for i in 0..MAX_SITES {
+            r.on_status(
+                &format!("s{i}"),
+                json!({"colour": "blue", "online": true}),
+                1,
+            );
+        }
+        assert!(
+            !r.accepts("one-too-many"),
+            "a full region refuses a new site"
+        );
+        assert!(r.accepts("s7"), "but keeps taking its own");
+        for a in 1..=(MAX_OPEN_ALARMS as u64 + 5) {
+            r.on_alarm(
+                "s7",
+                event(&format!("e{a}"), a, 1, "raised", "active_unacked"),
+                2,
+            );
+        }
+        let alarms = &r.sites["s7"].alarms;
+        assert_eq!(alarms.len(), MAX_OPEN_ALARMS);
+        assert_eq!(alarms.keys().next(), Some(&6), "the oldest went");
     }
 
     #[test]
