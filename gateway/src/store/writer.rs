@@ -509,8 +509,7 @@ impl Writer {
 
     /// Keep the store within its disk budget: past it, drop the oldest dead letters, then the
     /// oldest readings (never journal, alarm or outbox rows) until the live pages use at most
-    /// 90 % of the budget. Freed pages
-    /// are reused by later writes, so the file stops growing.
+    /// 90 % of the budget. Freed pages are reused by later writes, so the file stops growing.
     fn enforce_budget(&mut self) {
         let budget = self.setup.disk_budget_bytes;
         let m = &self.setup.metrics.sinks;
