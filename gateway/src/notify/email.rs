@@ -28,6 +28,8 @@ use crate::config::{EmailNotify, SmtpTls};
 use crate::metrics::Metrics;
 
 const IDLE_CHECK: Duration = Duration::from_secs(5);
+/// Failed deliveries are logged at most this often while they keep failing.
+const WARN_EVERY: Duration = Duration::from_secs(30);
 
 pub struct EmailSender {
     pub config: EmailNotify,
@@ -119,6 +121,10 @@ impl EmailSender {
         };
         let cap = Duration::from_secs(self.config.max_backoff_secs);
         let mut failing_since: Option<tokio::time::Instant> = None;
+        // While the server refuses, every waiting notice fails in turn: one line per
+        // `WARN_EVERY`, with how many failed since the last, instead of one per notice.
+        let mut last_warn: Option<tokio::time::Instant> = None;
+        let mut failed_quietly = 0u64;
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -158,6 +164,7 @@ impl EmailSender {
             match outcome {
                 Ok(ids) => {
                     self.metrics.deliveries.inc(channel, "delivered");
+                    last_warn = None;
                     if let Some(since) = failing_since.take() {
                         tracing::info!(%channel, down_secs = since.elapsed().as_secs(), "E-mail deliveries resumed.");
                     }
@@ -178,8 +185,12 @@ impl EmailSender {
                 Err(Failure::Retry(error)) => {
                     self.metrics.deliveries.inc(channel, "failed");
                     let delay = super::backoff(item.attempts, cap);
-                    if failing_since.is_none() || item.attempts.is_power_of_two() {
-                        tracing::warn!(%channel, event_id = %item.event_id, attempts = item.attempts + 1, %error, retry_in_ms = delay.as_millis() as u64, "E-mail delivery failed; will retry.");
+                    if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                        last_warn = Some(tokio::time::Instant::now());
+                        tracing::warn!(%channel, event_id = %item.event_id, attempts = item.attempts + 1, %error, retry_in_ms = delay.as_millis() as u64, failed_since_last_warning = failed_quietly, "E-mail delivery failed; will retry.");
+                        failed_quietly = 0;
+                    } else {
+                        failed_quietly += 1;
                     }
                     failing_since.get_or_insert_with(tokio::time::Instant::now);
                     let next = now_millis() + delay.as_millis() as i64;
