@@ -206,6 +206,32 @@ impl Engine {
         }
     }
 
+    /// After a reload: take over the silence timers of `old`'s devices and points, mapped by
+    /// `device` and `point` (old id to new id, `None` when gone). A device silent for most of
+    /// its communication-loss wait, or a point for most of its data-interruption wait, must not
+    /// get a fresh full wait because the configuration was reloaded: reloads more frequent than
+    /// the wait would otherwise keep the alarm from ever being raised.
+    pub fn carry_silence(
+        &mut self,
+        old: &Engine,
+        device: impl Fn(DeviceId) -> Option<DeviceId>,
+        point: impl Fn(PointId) -> Option<PointId>,
+    ) {
+        for (i, d) in old.devices.iter().enumerate() {
+            let new = device(DeviceId(i as u32)).and_then(|id| self.devices.get_mut(id.0 as usize));
+            if let Some(new) = new {
+                new.last_ok = d.last_ok;
+                new.watch_from = d.watch_from;
+            }
+        }
+        for (i, p) in old.points.iter().enumerate() {
+            let new = point(PointId(i as u32)).and_then(|id| self.points.get_mut(id.0 as usize));
+            if let Some(new) = new {
+                new.last_fresh = p.last_fresh;
+            }
+        }
+    }
+
     /// Sentinel's own check `check` is failing or not (see [`SystemCheck`]). Call it whenever
     /// the state is known; only a change raises or clears the alarm. Until the first call after
     /// a restart, a restored system alarm stays as it was.

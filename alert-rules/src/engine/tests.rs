@@ -555,6 +555,26 @@ fn communication_loss() {
 }
 
 #[test]
+fn a_reload_keeps_the_time_a_device_has_already_been_silent() {
+    let config = EngineConfig {
+        devices: vec![DeviceRules {
+            comm_loss_after_ms: 10_000,
+            comm_loss_priority: Priority::High,
+        }],
+        ..Default::default()
+    };
+    let mut old = Engine::new(config.clone(), 1);
+    let mut out = Vec::new();
+    old.on_device_status(DeviceId(0), true, 0, &mut out);
+    assert!(tick(&mut old, 8_000).is_empty());
+    // Reloaded at 8 s, the device still silent: the alarm is due at 10 s, not at 18 s.
+    let mut new = Engine::new(config, old.next_id());
+    new.carry_silence(&old, Some, Some);
+    assert!(tick(&mut new, 9_999).is_empty());
+    assert_eq!(tick(&mut new, 10_000).len(), 1);
+}
+
+#[test]
 fn communication_loss_of_a_device_that_never_answered() {
     let config = EngineConfig {
         devices: vec![DeviceRules::default()],

@@ -5,7 +5,8 @@
 //! is pending; build a new engine from the new plant; carry every open alarm and every mode
 //! (shelved, suppressed, out of service) across by name (tag, device, condition), since indices
 //! may have moved; end, with a record, the alarms whose source no longer exists; journal the
-//! reload with who asked and what changed.
+//! reload with who asked and what changed. Devices and points carried by name keep how long
+//! they have been silent (`Engine::carry_silence`).
 
 use std::sync::Arc;
 
@@ -136,6 +137,7 @@ impl State {
             }
         }
         let mut next = Engine::new(plant.engine_config(), engine.next_id());
+        next.carry_silence(engine, |d| map.device(d), |p| map.point(p));
         let alarms_carried = carried.len();
         // Sources that exist but changed shape (a level removed) come back as orphans: end them too.
         for orphan in next.restore(carried) {
