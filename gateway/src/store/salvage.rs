@@ -201,3 +201,31 @@ fn common_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String
     let old = names("old")?;
     Ok(new.into_iter().filter(|c| old.contains(c)).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    /// A table added to the schema but not to `TABLES` would be dropped by a salvage without a
+    /// word, as tickets, escalations and compacted history once were.
+    #[test]
+    fn every_table_of_the_schema_is_salvaged() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(super::schema::SCHEMA).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )
+            .unwrap();
+        let tables: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for table in &tables {
+            assert!(
+                super::TABLES.contains(&table.as_str()),
+                "{table} is not salvaged"
+            );
+        }
+        assert_eq!(super::TABLES.len(), tables.len(), "{tables:?}");
+    }
+}
